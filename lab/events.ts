@@ -1,0 +1,163 @@
+/**
+ * The lab's typed events (names `entity:past-verb`), and the in-memory bus that carries them.
+ * Every producer (runtimes, proxy drivers, the Lab) emits here; the server batches them to
+ * browsers. Timestamps (`at`) are epoch milliseconds.
+ */
+import { EventEmitter } from 'node:events';
+
+/** One proxied HTTP request, emitted by the proxy when the response has ended (or failed). */
+export interface RequestCompleted {
+  /** Sequence number, unique per proxy run, increasing. */
+  id: number;
+  /** When the request arrived at the proxy (epoch ms). */
+  at: number;
+  method: string;
+  /** Path as the client sent it (before any prefix strip). */
+  path: string;
+  /** Router that matched, or null when none did (404 from the proxy). */
+  router: string | null;
+  /** Service the router forwarded to, or null. */
+  service: string | null;
+  /** Hostname of the replica that answered (the lab's replica id), or null if none was reached. */
+  replica: string | null;
+  /** Same as replica for now; kept separate because in Docker mode a container hostname is its id. */
+  hostname: string | null;
+  /** HTTP status sent to the client (502/503/504 when the proxy answered itself). */
+  status: number;
+  /** Time from request arrival to response end, in ms. */
+  ms: number;
+  /** Id of the client->proxy TCP connection (see ConnectionOpened.id). */
+  clientConnId: string;
+  /** Id of the proxy->backend TCP connection used, or null if no backend was reached. */
+  upstreamConnId: string | null;
+  stickyCookie?: string;
+  retried?: boolean;
+  /** Proxy-side error code when the backend could not be reached (e.g. ECONNREFUSED). */
+  error?: string;
+}
+
+/** The TCP hop a connection belongs to. */
+export type Hop = 'client-proxy' | 'proxy-backend' | 'proxy-vip' | 'vip-backend';
+
+export interface ConnectionOpened {
+  /** Connection id, unique per lab run, e.g. `c12` (client side) or `u7` (upstream side). */
+  id: string;
+  hop: Hop;
+  /** `ip:port` of the end owned by the proxy (or the client for client-proxy). */
+  local: string;
+  /** `ip:port` of the other end. */
+  remote: string;
+  /** Replica hostname on the far end, for proxy-backend connections. */
+  replica?: string;
+  at: number;
+}
+
+export interface ConnectionClosed {
+  id: string;
+  hop: Hop;
+  local: string;
+  remote: string;
+  replica?: string;
+  at: number;
+  /** Which side closed first (sent the FIN or reset). */
+  closedBy: 'client' | 'proxy' | 'backend' | 'vip';
+  /** Short reason, e.g. `idle timeout`, `keep-alive timeout`, `error: ECONNRESET`, `pool removed`. */
+  reason: string;
+}
+
+/** A replica's lifecycle. `hostname` is the replica id, unique in the lab, new on every start. */
+export interface ReplicaEvent {
+  service: string;
+  hostname: string;
+  /** Port the replica listens on (127.0.0.1 in process mode). */
+  port: number | null;
+  pid: number | null;
+  at: number;
+  /** Why it stopped or crashed: `killed`, `scaled down`, `reset`, `exit code 1`, ... */
+  reason?: string;
+}
+
+export interface ReplicaHealthChanged extends ReplicaEvent {
+  healthy: boolean;
+}
+
+export interface HealthcheckProbed {
+  replica: string;
+  ok: boolean;
+  ms: number;
+  status: number | null;
+  at: number;
+}
+
+export interface ProxyApplied {
+  driver: string;
+  /** The configuration as the driver renders it (YAML/JSON/haproxy.cfg text). */
+  config: string;
+  at: number;
+}
+
+export interface LogLine {
+  /** `proxy` for the access log, `lab` for the orchestrator, or a replica hostname. */
+  source: string;
+  stream: 'stdout' | 'stderr' | 'access';
+  text: string;
+  at: number;
+}
+
+/** Emitted after any change of desired or actual state (scale, kill, reset, crash). */
+export interface TopologyChanged {
+  at: number;
+  cause: string;
+}
+
+/** The one map of every event the lab emits, by name. */
+export interface LabEvents {
+  'request:completed': RequestCompleted;
+  'connection:opened': ConnectionOpened;
+  'connection:closed': ConnectionClosed;
+  'replica:started': ReplicaEvent;
+  'replica:stopped': ReplicaEvent;
+  'replica:crashed': ReplicaEvent;
+  'replica:health-changed': ReplicaHealthChanged;
+  'healthcheck:probed': HealthcheckProbed;
+  'proxy:applied': ProxyApplied;
+  'log:line': LogLine;
+  'lab:changed': TopologyChanged;
+}
+
+export type LabEventName = keyof LabEvents;
+
+/**
+ * A typed, synchronous, in-memory event bus. Listeners run in the emitter's call stack,
+ * so they must be cheap (the server only appends to a batch).
+ */
+export class EventBus {
+  readonly #emitter = new EventEmitter();
+
+  constructor() {
+    // Many widgets and tests subscribe; this is not a leak.
+    this.#emitter.setMaxListeners(100);
+  }
+
+  emit<K extends LabEventName>(name: K, payload: LabEvents[K]): void {
+    this.#emitter.emit(name, payload);
+  }
+
+  /** Subscribes; returns the function that unsubscribes. */
+  on<K extends LabEventName>(name: K, listener: (payload: LabEvents[K]) => void): () => void {
+    this.#emitter.on(name, listener);
+    return () => this.#emitter.off(name, listener);
+  }
+
+  /** Resolves with the first event of `name` for which `match` returns true. */
+  once<K extends LabEventName>(name: K, match: (payload: LabEvents[K]) => boolean = () => true): Promise<LabEvents[K]> {
+    return new Promise((resolve) => {
+      const off = this.on(name, (p) => {
+        if (match(p)) {
+          off();
+          resolve(p);
+        }
+      });
+    });
+  }
+}

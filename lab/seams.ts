@@ -1,0 +1,132 @@
+/**
+ * The seams of the lab core: how the Lab talks to a backend runtime (processes, later Docker)
+ * and to a proxy driver (embedded, later HAProxy and Traefik). Implementations are named by
+ * technology (ProcessRuntime, EmbeddedProxy); the Lab only sees these interfaces.
+ */
+import type { ServiceName } from './topology.ts';
+
+// ---------------------------------------------------------------- runtime
+
+/** What to start: one replica of one service. */
+export interface ReplicaSpec {
+  service: ServiceName;
+  /** The replica's hostname, unique in the lab (e.g. `web_dynamic-2-a1b2`); the backend reports it. */
+  hostname: string;
+}
+
+/** A replica the runtime started and found ready (its HTTP /health answered 200). */
+export interface ReplicaHandle {
+  service: ServiceName;
+  hostname: string;
+  /** Address the proxy connects to. */
+  host: string;
+  port: number;
+  /** OS process id in process mode; null where there is none (containers). */
+  pid: number | null;
+  /** Epoch ms when it became ready. */
+  readyAt: number;
+}
+
+/** Callbacks a runtime calls for one replica over its life. */
+export interface ReplicaHooks {
+  /** One line of the replica's stdout/stderr, without the newline. */
+  onLog(stream: 'stdout' | 'stderr', text: string): void;
+  /**
+   * The replica exited. `expected` is true when the runtime stopped it on request (stop()),
+   * false when it died on its own or was killed from outside (a crash).
+   */
+  onExit(info: { code: number | null; signal: string | null; expected: boolean }): void;
+}
+
+/**
+ * Runs demo backends. `process`: child processes on 127.0.0.1; `docker` (later): containers.
+ * All methods reject with an Error whose message is a sentence a user can act on.
+ */
+export interface BackendRuntime {
+  readonly name: 'process' | 'docker';
+  /**
+   * Removes what an earlier run of the lab left behind (its state file names the processes).
+   * Resolves with how many leftovers it removed.
+   */
+  sweep(): Promise<number>;
+  /** Starts a replica and resolves once it is ready (port open and /health 200), or rejects within `readyTimeoutMs`. */
+  start(spec: ReplicaSpec, hooks: ReplicaHooks): Promise<ReplicaHandle>;
+  /**
+   * Stops a replica: SIGTERM then SIGKILL after `graceMs` (default 2000), or SIGKILL at once
+   * when `signal` is 'SIGKILL'. Resolves when the process group is gone. Unknown hostname: resolves.
+   */
+  stop(hostname: string, opts?: { signal?: 'SIGTERM' | 'SIGKILL'; graceMs?: number }): Promise<void>;
+  /** Stops every replica this runtime started; resolves when all are gone. */
+  stopAll(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- proxy
+
+/**
+ * A neutral proxy configuration, shaped like Traefik's dynamic configuration:
+ * entrypoints -> routers -> services -> servers. Each driver renders it to its own format.
+ * https://doc.traefik.io/traefik/routing/overview/
+ */
+export interface ProxyConfig {
+  entrypoint: { name: string; host: string; port: number };
+  /** Ordered by priority, highest first (the order the proxy tries them). */
+  routers: ProxyRouter[];
+  services: ProxyService[];
+}
+
+export interface ProxyRouter {
+  /** e.g. `web_dynamic` or `web_dynamic-1` when a service has several routes. */
+  name: string;
+  /** Match the Host header (without port), case-insensitive; absent = any host. */
+  host?: string;
+  /** Match paths starting with this prefix. */
+  pathPrefix: string;
+  /** Strip pathPrefix before forwarding (keeps a leading `/`). */
+  stripPrefix: boolean;
+  service: string;
+  /** Traefik's default: the length of the rule text; higher wins. */
+  priority: number;
+}
+
+export interface ProxyService {
+  name: string;
+  loadBalancer: {
+    algorithm: 'round-robin';
+    /** Servers in the order round-robin visits them. */
+    servers: ProxyServer[];
+  };
+}
+
+export interface ProxyServer {
+  /** The replica hostname; shows up in events and access logs. */
+  name: string;
+  /** e.g. `http://127.0.0.1:41234` */
+  url: string;
+  weight: number;
+}
+
+/** What a proxy driver can do; the UI greys out what is missing instead of failing. */
+export interface ProxyCapabilities {
+  roundRobin: boolean;
+  stickyCookie: boolean;
+  activeHealthCheck: boolean;
+  retry: boolean;
+  perRequestEvents: boolean;
+}
+
+/**
+ * A reverse proxy the lab drives. `render` is pure; `apply` makes the running proxy use a
+ * configuration without dropping requests in flight.
+ */
+export interface ProxyDriver {
+  readonly name: 'embedded' | 'haproxy' | 'traefik';
+  readonly capabilities: ProxyCapabilities;
+  /** The configuration as this proxy would read it (for display and the `proxy:applied` event). */
+  render(config: ProxyConfig): string;
+  /** Starts listening on config.entrypoint; rejects (e.g. EADDRINUSE) with a sentence. Resolves with the bound port. */
+  start(config: ProxyConfig): Promise<number>;
+  /** Replaces the routing and pools live. */
+  apply(config: ProxyConfig): Promise<void>;
+  /** Closes the listener, every client and backend connection; resolves when done. */
+  stop(): Promise<void>;
+}

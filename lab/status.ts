@@ -1,0 +1,46 @@
+/**
+ * The lab's observable state, as `GET /api/status`, `npm run lab -- status --json` and the
+ * socket's `status` message show it.
+ */
+import type { ServiceName, Topology } from './topology.ts';
+
+/** starting: spawned, not yet ready; running: ready and in the proxy's pool; stopping: being stopped. */
+export type ReplicaState = 'starting' | 'running' | 'stopping';
+
+export interface ReplicaStatus {
+  hostname: string;
+  service: ServiceName;
+  state: ReplicaState;
+  /** 127.0.0.1 port in process mode; null while starting. */
+  port: number | null;
+  pid: number | null;
+  /** Requests this replica answered through the proxy since it started. */
+  requests: number;
+  /** Epoch ms. */
+  startedAt: number;
+}
+
+export interface ServiceStatus {
+  name: ServiceName;
+  /** Desired replica count. */
+  replicas: number;
+  /** Live replicas, in the order the proxy's round-robin visits them. */
+  instances: ReplicaStatus[];
+}
+
+export interface LabStatus {
+  /** Random id of this lab run; labels every process/container it starts. */
+  sessionId: string;
+  runtime: 'process' | 'docker';
+  proxy: {
+    driver: 'embedded' | 'haproxy' | 'traefik';
+    /** Port the proxy listens on (127.0.0.1). The page builds its URL from its own hostname + this port. */
+    port: number;
+    /** e.g. http://localhost:8080/ */
+    url: string;
+  };
+  services: ServiceStatus[];
+  topology: Topology;
+  /** Total requests the proxy completed since the last reset. */
+  requestsTotal: number;
+}

@@ -1,0 +1,39 @@
+/**
+ * The wire protocol between the lab server and the browser (REST + socket.io). Types only, so
+ * the web app can import them without pulling server code.
+ *
+ * REST (JSON; every call needs `Authorization: Bearer <token>`; errors are `{ error: string }`
+ * with 400 bad input, 401 no/bad token, 403 foreign Origin/Host, 404 unknown service/replica):
+ *   GET  /api/status                          -> LabStatus
+ *   POST /api/services/:service/scale {replicas: 0..10}  -> LabStatus (after all replicas are ready)
+ *   POST /api/replicas/:hostname/kill         -> LabStatus
+ *   POST /api/reset                           -> LabStatus (the default topology)
+ *
+ * socket.io (connect with `auth: { token }`): the server sends
+ *   `status`  LabStatus        on connect and whenever it changes
+ *   `history` EventBatch       once on connect: the recent past, so a reload shows it
+ *   `batch`   EventBatch       every BATCH_INTERVAL_MS while there is something new
+ */
+import type { LabStatus } from '../lab/status.ts';
+import type { RequestCompleted, LogLine, ConnectionOpened, ConnectionClosed, ReplicaEvent } from '../lab/events.ts';
+
+/** How often the server flushes a batch to browsers (ms). */
+export const BATCH_INTERVAL_MS = 150;
+/** Most requests one batch carries; older ones of the same window are counted, not sent. */
+export const BATCH_MAX_REQUESTS = 200;
+/** Most log lines one batch carries; dropped lines are counted in `logsDropped`. */
+export const BATCH_MAX_LOGS = 300;
+
+export interface EventBatch {
+  /** Newest requests of the window, oldest first (at most BATCH_MAX_REQUESTS). */
+  requests: RequestCompleted[];
+  /** Exact totals since the last reset: every request counts even when not sent. */
+  counts: { total: number; byReplica: Record<string, number>; failed: number };
+  logs: LogLine[];
+  /** Log lines of this window not sent because of the bound. */
+  logsDropped: number;
+  connections: Array<({ type: 'opened' } & ConnectionOpened) | ({ type: 'closed' } & ConnectionClosed)>;
+  replicas: Array<{ type: 'started' | 'stopped' | 'crashed' } & ReplicaEvent>;
+}
+
+export type { LabStatus };
