@@ -1,5 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
+// LAB_TEST_REPORT_DIR (set by .ci/run) adds a JSON report next to the usual summary, which
+// .ci/run adds up with Playwright's into one `N passed, N failed` line.
+const reportDir = process.env.LAB_TEST_REPORT_DIR;
+
 // Unit tests live beside the code; integration suites under test/ (not e2e: Playwright runs those).
 export default defineConfig({
   test: {
@@ -8,6 +12,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    reporters: ['default'],
+    reporters: reportDir ? ['default', ['json', { outputFile: `${reportDir}/vitest.json` }]] : ['default'],
   },
 });

@@ -1,0 +1,100 @@
+/**
+ * The composition root: builds the bus, the runtime, the proxy and the Lab, and exposes them
+ * through the lab server. Nothing else constructs dependencies.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventBus } from '../lab/events.ts';
+import { Lab } from '../lab/lab.ts';
+import { ProcessRuntime } from '../lab/runtime/process-runtime.ts';
+import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
+import type { Topology } from '../lab/topology.ts';
+import { createLabServer } from './app.ts';
+import { WEB_DIST } from './build-web.ts';
+import { removeStateFile, writeStateFile } from './state-file.ts';
+
+export interface LabConfig {
+  /** Interface both servers bind (default 127.0.0.1). */
+  host: string;
+  /** Lab server port (4000 by default; 0 = any free port). */
+  port: number;
+  /** Proxy entrypoint port (8080 by default; 0 = any free port). */
+  proxyPort: number;
+  /** Fixed token, or undefined for a random one per run. */
+  token?: string;
+  /** Where the state file and runtime bookkeeping go. */
+  stateDir: string;
+  /** Folder of the built web app. */
+  staticDir?: string;
+  topology?: Topology;
+}
+
+export interface RunningLab {
+  /** The URL to open, with the token: http://localhost:<port>/?token=... */
+  url: string;
+  /** Base URL for API clients: http://127.0.0.1:<port> */
+  apiUrl: string;
+  proxyUrl: string;
+  port: number;
+  proxyPort: number;
+  token: string;
+  lab: Lab;
+  bus: EventBus;
+  /** Leftover processes of an earlier run removed at start. */
+  swept: number;
+  /** Stops the server, the proxy and every replica; resolves when nothing is left. */
+  stop(): Promise<void>;
+}
+
+/** Starts a whole lab. Rejects with a sentence (port in use, a replica that cannot start). */
+export async function startLab(config: LabConfig): Promise<RunningLab> {
+  const sessionId = randomBytes(6).toString('hex');
+  const token = config.token ?? randomBytes(18).toString('base64url');
+  const bus = new EventBus();
+  const runtime = new ProcessRuntime({ sessionId, stateDir: config.stateDir });
+  const proxy = new EmbeddedProxy({ bus });
+  const lab = new Lab({ runtime, proxy, bus, sessionId, proxyListen: { host: config.host, port: config.proxyPort }, topology: config.topology });
+  const server = createLabServer({ lab, bus, token, staticDir: config.staticDir ?? WEB_DIST });
+
+  let port = 0;
+  let swept = 0;
+  try {
+    // The lab port first: if it is taken, fail before starting any process.
+    port = await server.listen(config.port, config.host);
+    ({ swept } = await lab.start());
+  } catch (err) {
+    await server.close().catch(() => undefined);
+    await lab.stop().catch(() => undefined);
+    throw err;
+  }
+  const proxyPort = lab.status().proxy.port;
+  writeStateFile(config.stateDir, {
+    url: `http://127.0.0.1:${port}`,
+    token,
+    pid: process.pid,
+    port,
+    proxyPort,
+    sessionId,
+    startedAt: Date.now(),
+  });
+
+  let stopping: Promise<void> | null = null;
+  return {
+    url: `http://localhost:${port}/?token=${encodeURIComponent(token)}`,
+    apiUrl: `http://127.0.0.1:${port}`,
+    proxyUrl: `http://localhost:${proxyPort}/`,
+    port,
+    proxyPort,
+    token,
+    lab,
+    bus,
+    swept,
+    stop() {
+      stopping ??= (async () => {
+        await server.close().catch(() => undefined);
+        await lab.stop();
+        removeStateFile(config.stateDir, process.pid);
+      })();
+      return stopping;
+    },
+  };
+}
