@@ -1,0 +1,147 @@
+/**
+ * A Playwright fixture that runs the real lab (`node --import tsx server/main.ts`) on free ports
+ * with its own state directory, waits for its `Lab ready:` line (no sleeps), and on teardown
+ * stops it with SIGTERM and checks that it exited and left no process behind.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { test as base, expect } from '@playwright/test';
+import type { LabStatus } from '../../server/protocol.ts';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const READY_TIMEOUT_MS = 200_000;
+const EXIT_TIMEOUT_MS = 30_000;
+
+export interface RunningLab {
+  /** The URL the lab printed, with its token. */
+  url: string;
+  /** http://localhost:<port> */
+  origin: string;
+  token: string;
+  proxyUrl: string;
+  /** Everything the server printed so far (for failure messages). */
+  output(): string;
+  /** GET /api/status with the token. */
+  status(): Promise<LabStatus>;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Polls (no fixed sleep) until `check` is true or the deadline passes. */
+async function waitFor(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return check();
+}
+
+async function startLab(stateDir: string): Promise<{ child: ChildProcess; lab: RunningLab; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, LAB_PORT: '0', LAB_PROXY_PORT: '0', LAB_STATE_DIR: stateDir, LAB_TOKEN: '' },
+    detached: true, // its own process group: teardown can check that the whole group is gone
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const lines = createInterface({ input: child.stdout! });
+  child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+
+  const ready = new Promise<{ url: string; proxyUrl: string }>((resolve, reject) => {
+    let proxyUrl = '';
+    const timer = setTimeout(() => reject(new Error(`The lab printed no "Lab ready:" line within ${READY_TIMEOUT_MS / 1000} s.\n${output}`)), READY_TIMEOUT_MS);
+    lines.on('line', (line) => {
+      output += `${line}\n`;
+      const proxy = /^Proxy: (\S+)/.exec(line);
+      if (proxy) proxyUrl = proxy[1];
+      const m = /^Lab ready: (\S+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ url: m[1], proxyUrl });
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`The lab exited (code ${code}) before it was ready.\n${output}`));
+    });
+  });
+
+  const { url, proxyUrl } = await ready;
+  const parsed = new URL(url);
+  const token = parsed.searchParams.get('token') ?? '';
+  const origin = parsed.origin;
+  const lab: RunningLab = {
+    url,
+    origin,
+    token,
+    proxyUrl,
+    output: () => output,
+    async status() {
+      const res = await fetch(`${origin}/api/status`, { headers: { Authorization: `Bearer ${token}` } });
+      if (!res.ok) throw new Error(`GET /api/status answered ${res.status}: ${await res.text()}`);
+      return (await res.json()) as LabStatus;
+    },
+  };
+  return { child, lab, exited };
+}
+
+export const test = base.extend<object, { lab: RunningLab }>({
+  lab: [
+    async ({}, use) => {
+      const stateDir = mkdtempSync(path.join(tmpdir(), 'balancer-lab-e2e-'));
+      const { child, lab, exited } = await startLab(stateDir);
+      const pid = child.pid!;
+      try {
+        await use(lab);
+      } finally {
+        // The replicas run in their own process groups: note their pids to check them too.
+        const replicaPids = await lab
+          .status()
+          .then((s) => s.services.flatMap((svc) => svc.instances.map((i) => i.pid)).filter((p): p is number => p !== null))
+          .catch(() => [] as number[]);
+
+        child.kill('SIGTERM');
+        const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), EXIT_TIMEOUT_MS))]);
+        const groupGone = await waitFor(() => !isAlive(-pid), 5_000);
+        const leftovers = replicaPids.filter(isAlive);
+        if (code === 'timeout' || !groupGone || leftovers.length > 0) {
+          // Clean up so a failure here does not leak processes into the next run.
+          try {
+            process.kill(-pid, 'SIGKILL');
+          } catch {
+            /* already gone */
+          }
+          for (const p of leftovers) {
+            try {
+              process.kill(p, 'SIGKILL');
+            } catch {
+              /* already gone */
+            }
+          }
+        }
+        rmSync(stateDir, { recursive: true, force: true });
+        expect(code, `the lab should exit after SIGTERM\n${lab.output()}`).not.toBe('timeout');
+        expect(code, `the lab should exit cleanly after SIGTERM\n${lab.output()}`).toBe(0);
+        expect(groupGone, 'no process of the lab’s process group should remain').toBe(true);
+        expect(() => process.kill(-pid, 0)).toThrow();
+        expect(leftovers, 'every replica process should be gone').toEqual([]);
+      }
+    },
+    { scope: 'worker', timeout: READY_TIMEOUT_MS + 60_000 },
+  ],
+});
+
+export { expect };

@@ -1,0 +1,49 @@
+/**
+ * One colour per replica, derived from its hostname only, shared by every widget (list, timeline,
+ * count bars, terminal). Hostnames such as `web_dynamic-2-a1b2` put their replica number on the
+ * golden angle (137.5°), so consecutive replicas of a service get well separated hues; other
+ * names fall back to a hash. Colour is never the only cue: widgets also print the hostname.
+ */
+
+function hash(text: string): number {
+  // FNV-1a, 32 bit
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+const NUMBERED = /^(.*?)[-_](\d+)(?:[-_][a-z0-9]+)?$/i;
+
+/** Hue in degrees (0..360) of a replica. */
+export function replicaHue(hostname: string): number {
+  const m = NUMBERED.exec(hostname);
+  if (m) {
+    const base = (hash(m[1]) % 360) * 1.0;
+    return (base + Number(m[2]) * 137.508) % 360;
+  }
+  return hash(hostname) % 360;
+}
+
+/** CSS colour for a replica. `tone: 'dark'` for marks and dots on a light page, `'light'` on a dark background. */
+export function replicaColor(hostname: string, tone: 'dark' | 'light' = 'dark'): string {
+  const h = replicaHue(hostname).toFixed(1);
+  return tone === 'dark' ? `hsl(${h} 70% 40%)` : `hsl(${h} 80% 70%)`;
+}
+
+/** The same colour as RGB (0..255), for ANSI true-colour escapes in the terminal. */
+export function replicaRgb(hostname: string, tone: 'dark' | 'light' = 'light'): [number, number, number] {
+  const [s, l] = tone === 'dark' ? [0.7, 0.4] : [0.8, 0.7];
+  return hslToRgb(replicaHue(hostname), s, l);
+}
+
+function hslToRgb(h: number, s: number, l: number): [number, number, number] {
+  const a = s * Math.min(l, 1 - l);
+  const f = (n: number) => {
+    const k = (n + h / 30) % 12;
+    return Math.round(255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+  };
+  return [f(0), f(8), f(4)];
+}

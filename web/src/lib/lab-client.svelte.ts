@@ -1,0 +1,315 @@
+/**
+ * The one client of the lab server in the browser. It owns the socket.io connection and the
+ * REST calls; widgets read its reactive fields and call its methods, never a raw socket.
+ *
+ * The token: the lab prints `http://localhost:<port>/?token=<token>`. We take it from the URL
+ * once, keep it in sessionStorage (per origin, so per port: the demo apps behind the proxy on
+ * the same host never see it; a cookie would be sent to them, since cookies ignore ports) and
+ * remove it from the visible URL. It travels only as `Authorization: Bearer` and socket auth.
+ */
+import { getContext, setContext } from 'svelte';
+import { io, type Socket } from 'socket.io-client';
+import type { EventBatch, LabStatus } from '../../../server/protocol.ts';
+import type { LogLine, RequestCompleted } from '../../../lab/events.ts';
+
+/** Newest requests kept in memory (widgets draw fewer). */
+export const MAX_REQUESTS = 300;
+/** Log lines kept for terminals that mount later or get cleared. */
+export const MAX_LOG_LINES = 1000;
+
+const TOKEN_KEY = 'balancer-lab.token';
+
+export type Counts = EventBatch['counts'];
+export type CommandResult = { ok: true; status: LabStatus } | { ok: false; error: string };
+/** `missing`: no token in the URL or this tab; `invalid`: the server refused it (e.g. the lab restarted with a new one). */
+export type AuthProblem = 'missing' | 'invalid' | null;
+
+/**
+ * Receives log lines. `replay: true` means "start over with these lines" (first subscription,
+ * or a reconnect that sent the recent history again); otherwise they follow the previous ones.
+ * `dropped` counts lines the server did not send because of its per-batch bound.
+ */
+export type LogListener = (lines: readonly LogLine[], info: { replay: boolean; dropped: number }) => void;
+export type BatchListener = (batch: EventBatch, kind: 'history' | 'batch') => void;
+
+const emptyCounts = (): Counts => ({ total: 0, byReplica: {}, failed: 0 });
+
+export interface LabClientOptions {
+  /** Origin of the lab server; default: the page's own. */
+  baseUrl?: string;
+}
+
+export class LabClient {
+  /** Socket connected and authenticated. */
+  connected = $state(false);
+  /** True until the first connection attempt has settled. */
+  connecting = $state(true);
+  /** Why we cannot talk to the lab at all (not a command error), as a sentence. */
+  connectionError = $state<string | null>(null);
+  authProblem = $state<AuthProblem>(null);
+  status = $state.raw<LabStatus | null>(null);
+  /** The newest requests (at most MAX_REQUESTS), oldest first. */
+  requests = $state.raw<RequestCompleted[]>([]);
+  /** Exact totals since the last reset, as the server counts them. */
+  counts = $state.raw<Counts>(emptyCounts());
+  /** Log lines the server could not send (flood bound), since this page loaded. */
+  logsDropped = $state(0);
+  /** The last command's error sentence (from the server), or null. */
+  error = $state<string | null>(null);
+  /** Commands in flight: target replica count per service, hostnames being killed, reset. */
+  busy = $state<{ scale: Record<string, number>; kill: Record<string, boolean>; reset: boolean }>({
+    scale: {},
+    kill: {},
+    reset: false,
+  });
+
+  readonly #baseUrl: string;
+  #token: string | null;
+  #socket: Socket | null = null;
+  #logs: LogLine[] = [];
+  readonly #logListeners = new Set<LogListener>();
+  readonly #batchListeners = new Set<BatchListener>();
+
+  constructor(options: LabClientOptions = {}) {
+    this.#baseUrl = options.baseUrl ?? '';
+    this.#token = LabClient.takeToken();
+    if (!this.#token) this.authProblem = 'missing';
+  }
+
+  /**
+   * Reads `?token=` from the URL into sessionStorage and removes it from the address bar (and so
+   * from history, bookmarks and Referer headers). Returns the token of this tab, if any.
+   */
+  static takeToken(): string | null {
+    if (typeof window === 'undefined') return null;
+    const url = new URL(window.location.href);
+    const fromUrl = url.searchParams.get('token');
+    if (fromUrl !== null) {
+      url.searchParams.delete('token');
+      window.history.replaceState(window.history.state, '', url.pathname + url.search + url.hash);
+      if (fromUrl.trim()) {
+        window.sessionStorage.setItem(TOKEN_KEY, fromUrl.trim());
+        return fromUrl.trim();
+      }
+    }
+    return window.sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  get hasToken(): boolean {
+    return this.#token !== null;
+  }
+
+  /** Connects (idempotent). Call once the page is mounted. */
+  start(): void {
+    if (this.#socket || !this.#token) {
+      this.connecting = false;
+      return;
+    }
+    // An explicit REST check gives a definite 401 for a stale token (socket errors are less precise).
+    void this.refresh();
+    const socket = io(this.#baseUrl || undefined, { auth: { token: this.#token } });
+    this.#socket = socket;
+    socket.on('connect', () => {
+      this.connected = true;
+      this.connecting = false;
+      this.connectionError = null;
+    });
+    socket.on('disconnect', (reason) => {
+      this.connected = false;
+      if (reason === 'io server disconnect') this.connectionError = 'The lab server closed the connection.';
+      else this.connectionError = 'Lost the connection to the lab server; reconnecting…';
+    });
+    socket.on('connect_error', (err: Error) => {
+      this.connected = false;
+      this.connecting = false;
+      if (/token|auth|unauthori[sz]ed|401/i.test(err.message)) {
+        this.#rejectToken();
+      } else {
+        this.connectionError = 'Cannot reach the lab server (is `npm start` still running?). Retrying…';
+      }
+    });
+    socket.on('status', (status: LabStatus) => this.#applyStatus(status));
+    socket.on('history', (batch: EventBatch) => this.#applyHistory(batch));
+    socket.on('batch', (batch: EventBatch) => this.#applyBatch(batch));
+  }
+
+  /** Disconnects and forgets listeners' socket (the page is going away). */
+  stop(): void {
+    this.#socket?.removeAllListeners();
+    this.#socket?.disconnect();
+    this.#socket = null;
+    this.connected = false;
+  }
+
+  // ------------------------------------------------------------------ commands
+
+  /** GET /api/status. */
+  async refresh(): Promise<CommandResult> {
+    return this.#call('GET', '/api/status');
+  }
+
+  /** Scales a service to `replicas` (0..10); resolves once the server says all are ready. */
+  async scale(service: string, replicas: number): Promise<CommandResult> {
+    this.busy.scale[service] = replicas;
+    try {
+      return await this.#call('POST', `/api/services/${encodeURIComponent(service)}/scale`, { replicas });
+    } finally {
+      delete this.busy.scale[service];
+    }
+  }
+
+  /** Kills one replica (as a crash would; the proxy drops it from the pool). */
+  async kill(hostname: string): Promise<CommandResult> {
+    this.busy.kill[hostname] = true;
+    try {
+      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/kill`);
+    } finally {
+      delete this.busy.kill[hostname];
+    }
+  }
+
+  /** Back to the default topology; clears the request history and counts. */
+  async reset(): Promise<CommandResult> {
+    this.busy.reset = true;
+    try {
+      const result = await this.#call('POST', '/api/reset');
+      if (result.ok) this.#clearRequests();
+      return result;
+    } finally {
+      this.busy.reset = false;
+    }
+  }
+
+  clearError(): void {
+    this.error = null;
+  }
+
+  // ------------------------------------------------------------------ subscriptions
+
+  /**
+   * Streams log lines to `listener` (a terminal writes them directly, without reactivity).
+   * It first receives the recent lines (`replay: true`). Returns the unsubscribe function.
+   */
+  subscribeLogs(listener: LogListener): () => void {
+    this.#logListeners.add(listener);
+    listener(this.#logs, { replay: true, dropped: 0 });
+    return () => this.#logListeners.delete(listener);
+  }
+
+  /** Every raw batch (connections, replica events...), for widgets that need more than the fields above. */
+  subscribeBatches(listener: BatchListener): () => void {
+    this.#batchListeners.add(listener);
+    return () => this.#batchListeners.delete(listener);
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  async #call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<CommandResult> {
+    if (!this.#token) {
+      this.authProblem = 'missing';
+      return this.#fail('This page has no lab token. Open the URL the lab printed when it started.');
+    }
+    let res: Response;
+    try {
+      res = await fetch(this.#baseUrl + path, {
+        method,
+        headers: {
+          Authorization: `Bearer ${this.#token}`,
+          ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: 'omit',
+        cache: 'no-store',
+      });
+    } catch {
+      return this.#fail('Cannot reach the lab server (is `npm start` still running?).');
+    }
+    let data: unknown = null;
+    try {
+      data = await res.json();
+    } catch {
+      // not JSON: handled below
+    }
+    if (res.status === 401) {
+      this.#rejectToken();
+      return this.#fail(errorSentence(data) ?? 'The lab refused this page’s token.');
+    }
+    if (!res.ok) {
+      return this.#fail(errorSentence(data) ?? `The lab answered ${res.status} ${res.statusText}.`);
+    }
+    const status = data as LabStatus;
+    this.#applyStatus(status);
+    if (method === 'POST') this.error = null;
+    return { ok: true, status };
+  }
+
+  #fail(error: string): CommandResult {
+    this.error = error;
+    return { ok: false, error };
+  }
+
+  #rejectToken(): void {
+    this.authProblem = 'invalid';
+    this.connectionError = null;
+    this.#token = null;
+    window.sessionStorage.removeItem(TOKEN_KEY);
+    // Stop reconnecting with a token the server will never accept.
+    this.#socket?.disconnect();
+  }
+
+  #applyStatus(status: LabStatus): void {
+    // (A reset by another tab or the CLI shows up in the next batch, whose totals drop.)
+    this.status = status;
+  }
+
+  #clearRequests(): void {
+    this.requests = [];
+    this.counts = emptyCounts();
+  }
+
+  #applyHistory(batch: EventBatch): void {
+    this.requests = batch.requests.slice(-MAX_REQUESTS);
+    this.counts = batch.counts;
+    this.#logs = batch.logs.slice(-MAX_LOG_LINES);
+    for (const l of this.#logListeners) l(this.#logs, { replay: true, dropped: batch.logsDropped });
+    for (const l of this.#batchListeners) l(batch, 'history');
+  }
+
+  #applyBatch(batch: EventBatch): void {
+    // Totals only drop after a reset (here, in another tab or from the CLI): drop the old run's requests.
+    if (batch.counts.total < this.counts.total) this.requests = [];
+    if (batch.requests.length > 0) {
+      const next = this.requests.concat(batch.requests);
+      this.requests = next.length > MAX_REQUESTS ? next.slice(-MAX_REQUESTS) : next;
+    }
+    this.counts = batch.counts;
+    if (batch.logs.length > 0 || batch.logsDropped > 0) {
+      this.#logs.push(...batch.logs);
+      if (this.#logs.length > MAX_LOG_LINES) this.#logs.splice(0, this.#logs.length - MAX_LOG_LINES);
+      this.logsDropped += batch.logsDropped;
+      for (const l of this.#logListeners) l(batch.logs, { replay: false, dropped: batch.logsDropped });
+    }
+    for (const l of this.#batchListeners) l(batch, 'batch');
+  }
+}
+
+function errorSentence(data: unknown): string | null {
+  if (data && typeof data === 'object' && 'error' in data && typeof (data as { error: unknown }).error === 'string') {
+    return (data as { error: string }).error;
+  }
+  return null;
+}
+
+const KEY = Symbol('balancer-lab.client');
+
+/** Makes `client` available to every widget below the calling component. */
+export function setLabClient(client: LabClient): LabClient {
+  return setContext(KEY, client);
+}
+
+/** The lab client of the lesson shell (call during component initialisation). */
+export function getLabClient(): LabClient {
+  const client = getContext<LabClient | undefined>(KEY);
+  if (!client) throw new Error('No LabClient: widgets must be rendered inside the lesson shell (App.svelte).');
+  return client;
+}
