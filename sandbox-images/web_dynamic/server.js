@@ -1,0 +1,149 @@
+// web_dynamic: a tiny JSON API that says which replica answered.
+// Plain ESM JavaScript (no build step) so it runs as-is in a stock `node` image.
+//
+//   GET /        -> 200 { hostname, instanceId, joke, at }
+//   GET /health  -> 200 { status: "ok" }
+//   every response carries `X-Served-By: <hostname>`
+//
+// Environment:
+//   PORT                  port to listen on (default 3000; 0 = any free port)
+//   HOST                  address to bind (default 0.0.0.0; the lab passes 127.0.0.1)
+//   LAB_HOSTNAME          the replica's name (default: os.hostname(), a container's id in Docker)
+//   KEEPALIVE_TIMEOUT_MS  how long an idle keep-alive connection stays open (default 5000)
+//
+// Once listening it prints exactly one line `listening on http://<host>:<port>` (the real port)
+// on stdout; the lab's process runtime waits for that line. Access log lines follow on stdout.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import process from 'node:process';
+import { pathToFileURL } from 'node:url';
+import express from 'express';
+import morgan from 'morgan';
+
+/** Programming jokes; one is picked per request. */
+export const JOKES = [
+  'There are 10 kinds of people: those who understand binary and those who do not.',
+  'A SQL query walks into a bar, walks up to two tables and asks: "Can I join you?"',
+  'Why do programmers prefer dark mode? Because light attracts bugs.',
+  'It works on my machine. Then we will ship your machine.',
+  'There are two hard things in computer science: cache invalidation, naming things, and off-by-one errors.',
+  'A load balancer walks into a bar. And a bar. And a bar.',
+  '!false: it is funny because it is true.',
+  'I would tell you a UDP joke, but you might not get it.',
+  'Knock knock. Race condition. Who is there?',
+  'To understand recursion, you must first understand recursion.',
+];
+
+/**
+ * Builds the app. Exported so tests can mount it without a process.
+ * @param {{ hostname: string, instanceId?: string, log?: boolean }} options
+ *   hostname: reported in the body and `X-Served-By`; instanceId: a uuid for this process
+ *   (new per start); log: write a morgan access log line per request to stdout (default true).
+ * @returns {import('express').Express}
+ */
+export function createApp({ hostname, instanceId = crypto.randomUUID(), log = true }) {
+  if (!/^[\x21-\x7e][\x20-\x7e]*$/.test(hostname)) {
+    // It goes into an HTTP header: printable ASCII only.
+    throw new Error(`hostname must be printable ASCII (it is sent as X-Served-By), got ${JSON.stringify(hostname)}`);
+  }
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.use((_req, res, next) => {
+    res.setHeader('X-Served-By', hostname);
+    next();
+  });
+
+  if (log) {
+    // e.g. `web_dynamic-1 127.0.0.1 GET / 200 123 - 0.912 ms`
+    // A format function (not a global token) so two apps in one process keep their own names.
+    app.use(
+      morgan((tokens, req, res) =>
+        [
+          hostname,
+          tokens['remote-addr'](req, res),
+          tokens.method(req, res),
+          tokens.url(req, res),
+          tokens.status(req, res),
+          tokens.res(req, res, 'content-length') ?? '-',
+          '-',
+          tokens['response-time'](req, res),
+          'ms',
+        ].join(' '),
+      ),
+    );
+  }
+
+  app.get('/health', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/', (_req, res) => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({
+      hostname,
+      instanceId,
+      joke: JOKES[Math.floor(Math.random() * JOKES.length)],
+      /** ISO 8601 time the answer was made. */
+      at: new Date().toISOString(),
+    });
+  });
+
+  app.use((req, res) => {
+    res.status(404).json({ error: `no route for ${req.method} ${req.path}`, hostname });
+  });
+
+  return app;
+}
+
+/**
+ * Parses an integer environment variable.
+ * @param {string | undefined} value
+ * @param {number} fallback
+ * @param {string} name
+ * @returns {number}
+ */
+function intFromEnv(value, fallback, name) {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    console.error(`${name} must be a whole number >= 0, got "${value}"`);
+    process.exit(2);
+  }
+  return n;
+}
+
+/** Starts the server from the environment; see the header comment. */
+function main() {
+  const hostname = process.env.LAB_HOSTNAME || os.hostname();
+  const port = intFromEnv(process.env.PORT, 3000, 'PORT');
+  const host = process.env.HOST || '0.0.0.0';
+  const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, 5000, 'KEEPALIVE_TIMEOUT_MS');
+
+  const app = createApp({ hostname });
+  const server = app.listen(port, host, (err) => {
+    if (err) {
+      console.error(`cannot listen on ${host}:${port}: ${err.message}`);
+      process.exit(1);
+    }
+    const addr = /** @type {import('node:net').AddressInfo} */ (server.address());
+    const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    process.stdout.write(`listening on http://${shown}:${addr.port}\n`);
+  });
+  server.keepAliveTimeout = keepAliveTimeout;
+
+  const shutdown = () => {
+    // close() stops accepting, closes idle keep-alive connections and waits for requests in flight.
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('SIGINT', shutdown);
+}
+
+// Run only as the entry point (`node server.js`), not when a test imports createApp.
+if (process.argv[1] && import.meta.url === pathToFileURL(fs.realpathSync(process.argv[1])).href) {
+  main();
+}
