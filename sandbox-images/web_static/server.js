@@ -1,0 +1,187 @@
+// web_static: a page that shows, big and clear, which replica served it.
+// Plain ESM JavaScript (no build step) so it runs as-is in a stock `node` image.
+//
+//   GET /  (and /index.html) -> the page, with the replica's hostname injected (HTML-escaped)
+//   GET /app.js, /style.css  -> the same files the page inlines (handy to read; the page itself
+//                               needs no second request, so each reload is one request)
+//   GET /health              -> 200 { status: "ok" }
+//   every response carries `X-Served-By: <hostname>`
+//
+// Environment (same conventions as web_dynamic):
+//   PORT                  port to listen on (default 3000; 0 = any free port)
+//   HOST                  address to bind (default 0.0.0.0; the lab passes 127.0.0.1)
+//   LAB_HOSTNAME          the replica's name (default: os.hostname())
+//   KEEPALIVE_TIMEOUT_MS  how long an idle keep-alive connection stays open (default 5000)
+//
+// Once listening it prints exactly one line `listening on http://<host>:<port>` (the real port)
+// on stdout; the lab's process runtime waits for that line. Access log lines follow on stdout.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import process from 'node:process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import express from 'express';
+import morgan from 'morgan';
+
+const PUBLIC_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
+
+/**
+ * Escapes text for HTML element content and quoted attribute values.
+ * @param {string} text
+ * @returns {string}
+ */
+export function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/**
+ * A hue (0-359) derived from the hostname, so different replicas get different colours.
+ * FNV-1a over the UTF-16 code units; public/app.js computes the same for web_dynamic answers.
+ * @param {string} text
+ * @returns {number}
+ */
+export function hueOf(text) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % 360;
+}
+
+/**
+ * Renders the page template for one replica.
+ * @param {string} template HTML with `{{HOSTNAME}}`, `{{HUE}}`, `{{STYLE}}` and `{{SCRIPT}}` placeholders
+ * @param {string} hostname raw hostname (escaped here)
+ * @param {{ style?: string, script?: string }} [assets] CSS and JS to inline (trusted, from public/)
+ * @returns {string}
+ */
+export function renderPage(template, hostname, assets = {}) {
+  /** @type {Record<string, string>} */
+  const values = {
+    HOSTNAME: escapeHtml(hostname),
+    HUE: String(hueOf(hostname)),
+    STYLE: (assets.style ?? '').replaceAll('</style', '<\\/style'),
+    SCRIPT: (assets.script ?? '').replaceAll('</script', '<\\/script'),
+  };
+  // One pass with a function replacer: no `$&`-style patterns, and no placeholder inside an
+  // inserted value is ever expanded.
+  return template.replace(/\{\{(HOSTNAME|HUE|STYLE|SCRIPT)\}\}/g, (_m, key) => values[key]);
+}
+
+/**
+ * Builds the app. Exported so tests can mount it without a process.
+ * @param {{ hostname: string, log?: boolean }} options
+ *   hostname: shown on the page and sent as `X-Served-By`;
+ *   log: write a morgan access log line per request to stdout (default true).
+ * @returns {import('express').Express}
+ */
+export function createApp({ hostname, log = true }) {
+  const read = (/** @type {string} */ name) => fs.readFileSync(path.join(PUBLIC_DIR, name), 'utf8');
+  const page = renderPage(read('index.html'), hostname, { style: read('style.css'), script: read('app.js') });
+  if (!/^[\x21-\x7e][\x20-\x7e]*$/.test(hostname)) {
+    // It goes into an HTTP header: printable ASCII only.
+    throw new Error(`hostname must be printable ASCII (it is sent as X-Served-By), got ${JSON.stringify(hostname)}`);
+  }
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.use((_req, res, next) => {
+    res.setHeader('X-Served-By', hostname);
+    next();
+  });
+
+  if (log) {
+    // e.g. `web_static-1 127.0.0.1 GET / 200 1234 - 0.912 ms`
+    // A format function (not a global token) so two apps in one process keep their own names.
+    app.use(
+      morgan((tokens, req, res) =>
+        [
+          hostname,
+          tokens['remote-addr'](req, res),
+          tokens.method(req, res),
+          tokens.url(req, res),
+          tokens.status(req, res),
+          tokens.res(req, res, 'content-length') ?? '-',
+          '-',
+          tokens['response-time'](req, res),
+          'ms',
+        ].join(' '),
+      ),
+    );
+  }
+
+  app.get('/health', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  /**
+   * @param {import('express').Request} _req
+   * @param {import('express').Response} res
+   */
+  const sendPage = (_req, res) => {
+    // Never cached: each load must reach the proxy so the learner sees the rotation.
+    res.setHeader('Cache-Control', 'no-store');
+    res.type('html').send(page);
+  };
+  app.get('/', sendPage);
+  app.get('/index.html', sendPage);
+
+  app.use(express.static(PUBLIC_DIR, { index: false, maxAge: 0 }));
+
+  app.use((req, res) => {
+    res.status(404).type('text').send(`404: no ${req.path} on ${hostname}\n`);
+  });
+
+  return app;
+}
+
+/**
+ * Parses an integer environment variable.
+ * @param {string | undefined} value
+ * @param {number} fallback
+ * @param {string} name
+ * @returns {number}
+ */
+function intFromEnv(value, fallback, name) {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    console.error(`${name} must be a whole number >= 0, got "${value}"`);
+    process.exit(2);
+  }
+  return n;
+}
+
+/** Starts the server from the environment; see the header comment. */
+function main() {
+  const hostname = process.env.LAB_HOSTNAME || os.hostname();
+  const port = intFromEnv(process.env.PORT, 3000, 'PORT');
+  const host = process.env.HOST || '0.0.0.0';
+  const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, 5000, 'KEEPALIVE_TIMEOUT_MS');
+
+  const app = createApp({ hostname });
+  const server = app.listen(port, host, (err) => {
+    if (err) {
+      console.error(`cannot listen on ${host}:${port}: ${err.message}`);
+      process.exit(1);
+    }
+    const addr = /** @type {import('node:net').AddressInfo} */ (server.address());
+    const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    process.stdout.write(`listening on http://${shown}:${addr.port}\n`);
+  });
+  server.keepAliveTimeout = keepAliveTimeout;
+
+  const shutdown = () => {
+    // close() stops accepting, closes idle keep-alive connections and waits for requests in flight.
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('SIGINT', shutdown);
+}
+
+// Run only as the entry point (`node server.js`), not when a test imports createApp.
+if (process.argv[1] && import.meta.url === pathToFileURL(fs.realpathSync(process.argv[1])).href) {
+  main();
+}
