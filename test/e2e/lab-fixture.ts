@@ -98,7 +98,8 @@ async function startLab(stateDir: string): Promise<{ child: ChildProcess; lab: R
   return { child, lab, exited };
 }
 
-export const test = base.extend<object, { lab: RunningLab }>({
+/** `lab`: a fresh lab per test (it starts in a few seconds), so tests never depend on each other's state. */
+export const test = base.extend<{ lab: RunningLab }>({
   lab: [
     async ({}, use) => {
       const stateDir = mkdtempSync(path.join(tmpdir(), 'balancer-lab-e2e-'));
@@ -140,7 +141,7 @@ export const test = base.extend<object, { lab: RunningLab }>({
         expect(leftovers, 'every replica process should be gone').toEqual([]);
       }
     },
-    { scope: 'worker', timeout: READY_TIMEOUT_MS + 60_000 },
+    { timeout: READY_TIMEOUT_MS + 60_000 },
   ],
 });
 

@@ -74,11 +74,24 @@ test('round-robin: rotation, scaling, killing, logs', async ({ page, lab }) => {
   const sameConnDifferentReplica = six.some((h, i) => i > 0 && conns[i] === conns[i - 1] && h !== six[i - 1]);
   expect(sameConnDifferentReplica, `connections of the six requests: ${conns.join(', ')}`).toBe(true);
 
+  // The same requests as a table (the keyboard and screen-reader view of the marks).
+  await timeline.getByText('Show these requests as a table').click();
+  await expect(timeline.getByTestId('timeline-table').locator('tbody tr')).toHaveCount(6);
+  await expect(timeline.getByTestId('timeline-table')).toContainText(conns[0]!);
+
   // Step 2: scale web_dynamic 3 -> 5 with the widget; the next 5 clicks reach 5 distinct replicas.
+  // Record every state a row shows on the way (new rows read "starting" before "running").
+  await dynamic.evaluate((list) => {
+    const seen = new Set<string>();
+    (window as unknown as { __states: Set<string> }).__states = seen;
+    const record = () => list.querySelectorAll<HTMLElement>('[data-testid=replica-row]').forEach((r) => seen.add(r.dataset.state!));
+    new MutationObserver(record).observe(list, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'] });
+  });
   await dynamic.getByTestId('scale-input').fill('5');
   await dynamic.getByTestId('scale-apply').click();
   await expect(dynamic.getByTestId('replica-message')).toContainText('web_dynamic now has 5 replicas', { timeout: 60_000 });
   await expect(dynamic.locator('[data-testid=replica-row][data-state=running]')).toHaveCount(5);
+  expect(await page.evaluate(() => [...(window as unknown as { __states: Set<string> }).__states].sort())).toEqual(['running', 'starting']);
   const five = await hostnamesOf(dynamic);
   const next5 = await fetchDynamic(frame, 5);
   expect(new Set(next5).size).toBe(5);
@@ -100,10 +113,14 @@ test('round-robin: rotation, scaling, killing, logs', async ({ page, lab }) => {
     .poll(() => timeline.getByTestId('count-bar').evaluateAll((b) => b.reduce((n, e) => n + Number((e as HTMLElement).dataset.count), 0)))
     .toBe(15);
   await expect(timeline.locator('[data-testid=timeline-mark].failed')).toHaveCount(0);
+  // The killed replica keeps its bar, marked as gone, with the requests it answered.
+  await expect(timeline.locator(`[data-testid=count-bar][data-hostname="${victim}"]`)).toContainText('(gone)');
 
   // The terminal streams the proxy's access log.
   const terminal = page.getByTestId('log-terminal');
   await expect(terminal).toContainText('"GET /api/');
+  // ...and the replica's own log shows the path it received, with /api/ stripped.
+  await expect(terminal).toContainText(/web_dynamic-\d+-[0-9a-f]+ 127\.0\.0\.1 GET \/ 200/);
 
   // Step 4: the auto-reloading page shows a different web_static hostname as it reloads.
   await frame.getByTestId('auto-reload').check();
@@ -120,4 +137,8 @@ test('round-robin: rotation, scaling, killing, logs', async ({ page, lab }) => {
     .toBeGreaterThanOrEqual(3);
 
   await page.screenshot({ path: 'test-results/round-robin-lesson.png', fullPage: true });
+  await page.getByTestId('demo-frame').screenshot({ path: 'test-results/round-robin-demo-frame.png' });
+  await dynamic.screenshot({ path: 'test-results/round-robin-replicas.png' });
+  await timeline.screenshot({ path: 'test-results/round-robin-timeline.png' });
+  await page.locator('.log-terminal').screenshot({ path: 'test-results/round-robin-terminal.png' });
 });
