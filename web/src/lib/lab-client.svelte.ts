@@ -168,11 +168,14 @@ export class LabClient {
     }
   }
 
-  /** Back to the default topology; clears the request history and counts. */
-  async reset(): Promise<CommandResult> {
+  /**
+   * Kills every replica and restores a starting topology (a lesson's, by slug, else the default);
+   * clears the request history and counts.
+   */
+  async reset(lesson?: string): Promise<CommandResult> {
     this.busy.reset = true;
     try {
-      const result = await this.#call('POST', '/api/reset');
+      const result = await this.#call('POST', '/api/reset', lesson === undefined ? undefined : { lesson });
       if (result.ok) this.#clearRequests();
       return result;
     } finally {
