@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { Topology, defaultTopology, type ServiceName } from '../topology.ts';
-import { buildProxyConfig, matchRouter, requestHost, ruleText, stripPath, type PoolMember } from './config.ts';
+import {
+  buildProxyConfig,
+  defaultStickyCookieName,
+  matchRouter,
+  requestHost,
+  ruleText,
+  stripPath,
+  traefikCookieName,
+  type PoolMember,
+} from './config.ts';
 
 const entrypoint = { name: 'web', host: '127.0.0.1', port: 0 };
 
@@ -74,6 +83,64 @@ describe('buildProxyConfig', () => {
     const topo = Topology.parse({ services: {}, routes: [{ service: 'web_static' }] });
     const cfg = buildProxyConfig(topo, new Map(), entrypoint);
     expect(cfg.services.map((s) => s.name)).toEqual(['web_static']);
+  });
+});
+
+describe('buildProxyConfig: balancing settings', () => {
+  const members: PoolMember[] = [
+    { hostname: 'web_dynamic-1', host: '127.0.0.1', port: 4001, weight: 3 },
+    { hostname: 'web_dynamic-2', host: '127.0.0.1', port: 4002 },
+    { hostname: 'web_dynamic-3', host: '127.0.0.1', port: 4003, weight: 0 },
+  ];
+  const lbOf = (topo: Topology, service = 'web_dynamic') =>
+    buildProxyConfig(topo, pools([['web_dynamic', members]]), entrypoint).services.find((s) => s.name === service)?.loadBalancer;
+
+  it('carries each server weight (default 1)', () => {
+    expect(lbOf(defaultTopology())?.servers.map((s) => s.weight)).toEqual([3, 1, 0]);
+  });
+
+  it('rejects a weight outside 0..256 with a sentence', () => {
+    for (const weight of [257, -1, 1.5]) {
+      const bad = pools([['web_dynamic', [{ hostname: 'web_dynamic-1', host: '127.0.0.1', port: 4001, weight }]]]);
+      expect(() => buildProxyConfig(defaultTopology(), bad, entrypoint)).toThrow(/web_dynamic-1 has weight .*whole number from 0 to 256/);
+    }
+  });
+
+  it("adds Traefik's sticky cookie with its default name and attributes when sticky is on", () => {
+    const topo = Topology.parse({ ...defaultTopology(), proxy: { sticky: true } });
+    expect(lbOf(topo)).toMatchObject({
+      algorithm: 'round-robin',
+      sticky: { cookie: { name: defaultStickyCookieName('web_dynamic'), httpOnly: false, secure: false, sameSite: '' } },
+    });
+    expect(lbOf(topo)).not.toHaveProperty('hash');
+    expect(lbOf(topo, 'web_static')?.sticky?.cookie.name).toBe(defaultStickyCookieName('web_static'));
+    const named = Topology.parse({ ...defaultTopology(), proxy: { sticky: true, stickyCookie: 'lab_sticky' } });
+    expect(lbOf(named)?.sticky?.cookie.name).toBe('lab_sticky');
+    expect(lbOf(defaultTopology())).not.toHaveProperty('sticky');
+  });
+
+  it('adds the hash settings only for the hash algorithm, and applies per-service overrides', () => {
+    const topo = Topology.parse({
+      services: {
+        web_static: { replicas: 1 },
+        web_dynamic: { replicas: 3, balancer: { algorithm: 'hash', hashType: 'map-based', hashHeader: 'X-User' } },
+      },
+      routes: [{ service: 'web_dynamic', pathPrefix: '/api/' }, { service: 'web_static' }],
+      proxy: { algorithm: 'least-connections' },
+    });
+    expect(lbOf(topo)).toMatchObject({ algorithm: 'hash', hash: { header: 'X-User', type: 'map-based' } });
+    expect(lbOf(topo, 'web_static')).toEqual({ algorithm: 'least-connections', servers: [] });
+  });
+
+  it("derives the default cookie name as Traefik v3 does: '_' + 5 hex of sha1('_TRAEFIK_BACKEND_' + name)", () => {
+    // Traefik's own test vectors (pkg/server/cookie/cookie_test.go).
+    expect(traefikCookieName('backend')).toBe('_76eb3');
+    expect(traefikCookieName('/my/BACKEND-v1.0~rc1')).toBe('_5f7bc');
+    // The lab's services, qualified as Traefik's file provider names them.
+    expect(defaultStickyCookieName('web_dynamic')).toBe(traefikCookieName('web_dynamic@file'));
+    expect(defaultStickyCookieName('web_dynamic@docker')).toBe(traefikCookieName('web_dynamic@docker'));
+    expect(defaultStickyCookieName('web_dynamic')).toMatch(/^_[0-9a-f]{5}$/);
+    expect(defaultStickyCookieName('web_dynamic')).not.toBe(defaultStickyCookieName('web_static'));
   });
 });
 

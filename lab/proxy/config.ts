@@ -5,11 +5,15 @@
  *   https://doc.traefik.io/traefik/routing/routers/#priority
  * - the `Host` and `PathPrefix` matchers: https://doc.traefik.io/traefik/routing/routers/#rule
  * - the StripPrefix middleware: https://doc.traefik.io/traefik/middlewares/http/stripprefix/
+ * - each service's load balancer from the topology's balancer settings (`balancerOf`): the algorithm,
+ *   Traefik's sticky cookie (https://doc.traefik.io/traefik/routing/services/#sticky-sessions) and
+ *   HAProxy's header hashing (https://docs.haproxy.org/2.6/configuration.html#4.2-hash-type).
  *
  * Everything here is pure: no I/O, no clock, no state.
  */
+import { createHash } from 'node:crypto';
 import type { ProxyConfig, ProxyRouter, ProxyServer, ProxyService } from '../seams.ts';
-import type { ServiceName, Topology } from '../topology.ts';
+import { balancerOf, type ServiceName, type Topology } from '../topology.ts';
 
 /** One ready replica of a service, as the runtime reports it (a subset of ReplicaHandle). */
 export interface PoolMember {
@@ -19,6 +23,36 @@ export interface PoolMember {
   host: string;
   /** TCP port the replica listens on. */
   port: number;
+  /**
+   * Relative share of new requests, a whole number 0..256 (HAProxy's range); 0 = takes no new
+   * requests (see ProxyServer.weight; the embedded proxy, like Traefik, then leaves the server out
+   * entirely, sticky cookies included). Default 1.
+   */
+  weight?: number;
+}
+
+/** Highest server weight (HAProxy's maximum; Traefik has none). */
+export const MAX_WEIGHT = 256;
+
+/**
+ * The sticky cookie name Traefik v3 derives for a service when none is configured: `_` followed by
+ * the first 5 hex digits of SHA-1 of `_TRAEFIK_BACKEND_<name>` (traefik/traefik
+ * pkg/server/cookie/cookie.go `GenerateName`; the docs: "The default cookie name is an abbreviation
+ * of a sha1 (ex: `_1d52e`)"). Traefik passes the service's qualified name, so this is the raw
+ * derivation: `traefikCookieName('backend')` = `_76eb3` as in Traefik's own test.
+ */
+export function traefikCookieName(backendName: string): string {
+  return `_${createHash('sha1').update(`_TRAEFIK_BACKEND_${backendName}`).digest('hex')}`.slice(0, 6);
+}
+
+/**
+ * The default sticky cookie name of a lab service: what Traefik v3 names the cookie of that service
+ * when it reads the lab's configuration through its file provider, i.e. {@link traefikCookieName}
+ * of the qualified name `<service>@file` (a name that already carries `@provider` is used as is).
+ * Every driver uses it, so all engines show the same cookie. Pure.
+ */
+export function defaultStickyCookieName(serviceName: string): string {
+  return traefikCookieName(serviceName.includes('@') ? serviceName : `${serviceName}@file`);
 }
 
 /** Where the proxy listens: Traefik's entrypoint (name, e.g. `web`; host; port, 0 = any free port). */
@@ -50,12 +84,17 @@ export function serverUrl(host: string, port: number): string {
  * - Priority = length of the rule text (Traefik's default); routers are sorted by priority,
  *   highest first. Equal priorities keep the topology's route order (Traefik leaves ties unordered).
  * - One service per service named in `topology.services` or in a route, with the pool's members
- *   as servers, in pool order, weight 1, url `http://host:port`. A service with no pool (or an
- *   empty one) has no servers: the proxy answers 503 for it.
+ *   as servers, in pool order, with their weight (default 1), url `http://host:port`. A service
+ *   with no pool (or an empty one) has no servers: the proxy answers 503 for it.
+ * - Its load balancer follows `balancerOf(topology, service)`: `algorithm`; `sticky.cookie` when
+ *   sticky is on, named `stickyCookie` or {@link defaultStickyCookieName}, with Traefik's default
+ *   attributes (no HttpOnly, no Secure, no SameSite: "By default, the affinity cookie is created
+ *   without those flags"); `hash: {header, type}` when the algorithm is `hash`.
  *
  * @param topology a validated Topology (lab/topology.ts).
  * @param pools the ready replicas of each service, in the order round-robin should visit them.
  * @param entrypoint where the proxy listens.
+ * @throws RangeError when a pool member's weight is not a whole number from 0 to 256.
  */
 export function buildProxyConfig(
   topology: Topology,
@@ -88,12 +127,22 @@ export function buildProxyConfig(
 
   const services: ProxyService[] = serviceNames.map((name) => {
     const pool = pools.get(name as ServiceName) ?? [];
-    const servers: ProxyServer[] = pool.map((m) => ({
-      name: m.hostname,
-      url: serverUrl(m.host, m.port),
-      weight: 1,
-    }));
-    return { name, loadBalancer: { algorithm: 'round-robin', servers } };
+    const servers: ProxyServer[] = pool.map((m) => {
+      const weight = m.weight ?? 1;
+      if (!Number.isInteger(weight) || weight < 0 || weight > MAX_WEIGHT) {
+        throw new RangeError(`Replica ${m.hostname} has weight ${weight}; a weight must be a whole number from 0 to ${MAX_WEIGHT}.`);
+      }
+      return { name: m.hostname, url: serverUrl(m.host, m.port), weight };
+    });
+    const b = balancerOf(topology, name as ServiceName);
+    const loadBalancer: ProxyService['loadBalancer'] = { algorithm: b.algorithm, servers };
+    if (b.sticky) {
+      loadBalancer.sticky = {
+        cookie: { name: b.stickyCookie ?? defaultStickyCookieName(name), httpOnly: false, secure: false, sameSite: '' },
+      };
+    }
+    if (b.algorithm === 'hash') loadBalancer.hash = { header: b.hashHeader, type: b.hashType };
+    return { name, loadBalancer };
   });
 
   return { entrypoint: { ...entrypoint }, routers, services };
