@@ -5,8 +5,11 @@
  *
  * - routing: routers tried by priority (rule length), `Host` + `PathPrefix` rules, StripPrefix
  *   (https://doc.traefik.io/traefik/routing/routers/, .../middlewares/http/stripprefix/);
- * - load balancing: round-robin per REQUEST over the service's servers: a keep-alive client
- *   connection does not pin a server (https://doc.traefik.io/traefik/routing/services/);
+ * - load balancing per REQUEST over the service's servers: a keep-alive client connection does not
+ *   pin a server (https://doc.traefik.io/traefik/routing/services/). Weighted round-robin (Traefik's
+ *   `wrr`), least-connections (HAProxy's `leastconn`: Traefik v3 has none), header hashing
+ *   (HAProxy's `balance hdr()` + `hash-type consistent|map-based`) and Traefik's sticky cookie; the
+ *   details and their sources are in ./balancer.ts;
  * - backend connections: a pool of keep-alive connections per server (one node:http Agent per
  *   server, so each socket is visible), closed by the proxy after its idle timeout (Traefik's
  *   serversTransport `idleConnTimeout`, 90 s) and NOT before a backend's advertised `Keep-Alive:
@@ -22,7 +25,10 @@
  *   (https://doc.traefik.io/traefik/observability/access-logs/).
  *
  * It emits `request:completed`, `connection:opened` / `connection:closed` (hops client-proxy and
- * proxy-backend) and `log:line` (stream `access`, source `proxy`) on the bus.
+ * proxy-backend) and `log:line` (stream `access`, source `proxy`) on the bus. With sticky sessions
+ * on, `request:completed.stickyCookie` is the whole `Set-Cookie` value the proxy wrote
+ * (`_1d52e=3f9a0c1b2d4e5f60; Path=/`), or, when the request's cookie was honoured and nothing was
+ * written, that cookie as `name=value` (`_1d52e=3f9a0c1b2d4e5f60`: no `;`).
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -30,7 +36,8 @@ import type { Duplex } from 'node:stream';
 import { createProxyServer, type ProxyServer as HttpProxy } from 'http-proxy-3';
 import type { EventBus, Hop } from '../../events.ts';
 import type { ProxyCapabilities, ProxyConfig, ProxyDriver, ProxyRouter } from '../../seams.ts';
-import { matchRouter, ruleText, stripPath } from '../config.ts';
+import { MAX_WEIGHT, matchRouter, ruleText, stripPath } from '../config.ts';
+import { ServiceBalancer } from './balancer.ts';
 
 /** Traefik v3 default `entryPoints.<name>.transport.respondingTimeouts.idleTimeout`: 180 s. */
 export const DEFAULT_ENTRYPOINT_IDLE_TIMEOUT_MS = 180_000;
@@ -84,11 +91,9 @@ interface ServerState {
 
 interface ServiceState {
   name: string;
-  servers: ServerState[];
-  /** Index in `servers` of the next pick. */
-  next: number;
-  /** Name of the last server picked, to carry the rotation over an apply(). */
-  lastPicked: string | null;
+  balancer: ServiceBalancer<ServerState>;
+  /** Lower-cased name of the hashed header (`hash` algorithm), else null. */
+  hashHeader: string | null;
 }
 
 interface Routing {
@@ -108,6 +113,12 @@ interface RequestState {
   router: ProxyRouter | null;
   service: string | null;
   server: ServerState | null;
+  /** The sticky cookie for request:completed (see the module comment), when sticky sessions are on. */
+  stickyCookie?: string;
+  /** Set-Cookie value the response must carry (a new or rewritten sticky cookie). */
+  setCookie?: string;
+  /** The agent whose in-flight count this request holds (released on completion). */
+  inflightOn: ServerAgent | null;
   proxyReq: http.ClientRequest | null;
   upstreamConnId: string | null;
   servedBy: string | null;
@@ -148,6 +159,8 @@ interface AgentHooks {
  */
 class ServerAgent extends http.Agent {
   retired = false;
+  /** Requests sent to this server and not completed yet (least-connections). */
+  inflight = 0;
   readonly serverName: string;
   readonly #hooks: AgentHooks;
   readonly #idleMs: number;
@@ -244,10 +257,15 @@ export class EmbeddedProxy implements ProxyDriver {
   readonly name = 'embedded' as const;
   readonly capabilities: ProxyCapabilities = {
     roundRobin: true,
-    stickyCookie: false,
+    weights: true,
+    leastConnections: true,
+    stickyCookie: true,
+    headerHash: true,
     activeHealthCheck: false,
     retry: false,
     perRequestEvents: true,
+    connectionEvents: true,
+    runtimeApi: false,
   };
 
   readonly #bus: EventBus;
@@ -324,18 +342,32 @@ export class EmbeddedProxy implements ProxyDriver {
       routers[r.name] = router;
     }
     const services: Record<string, unknown> = {};
+    const notes: string[] = [];
     for (const s of config.services) {
-      services[s.name] = {
-        loadBalancer: {
-          servers: s.loadBalancer.servers.map((srv) => ({ url: srv.url, weight: srv.weight })),
-          passHostHeader: true,
-        },
+      const lb = s.loadBalancer;
+      const loadBalancer: Record<string, unknown> = {
+        servers: lb.servers.map((srv) => ({ url: srv.url, weight: srv.weight })),
+        passHostHeader: true,
       };
+      if (lb.sticky) {
+        const c = lb.sticky.cookie;
+        loadBalancer.sticky = { cookie: { name: c.name, httpOnly: c.httpOnly, secure: c.secure, ...(c.sameSite ? { sameSite: c.sameSite } : {}) } };
+      }
+      if (lb.algorithm === 'least-connections') {
+        notes.push(`# ${s.name}: least-connections has no Traefik v3 equivalent; the embedded proxy follows HAProxy's balance leastconn.`);
+      } else if (lb.algorithm === 'hash' && lb.hash) {
+        notes.push(
+          `# ${s.name}: hashing header ${lb.hash.header} (${lb.hash.type}) has no Traefik v3 equivalent; ` +
+            `the embedded proxy follows HAProxy's balance hdr(${lb.hash.header}) with hash-type ${lb.hash.type}.`,
+        );
+      }
+      services[s.name] = { loadBalancer };
     }
     const doc = { http: { routers, middlewares, services } };
     return (
       `# Traefik dynamic configuration (file provider), from Balancer Lab's embedded proxy.\n` +
       `# Static configuration assumed: entryPoints.${ep.name}.address = "${ep.host}:${ep.port}"\n` +
+      notes.map((n) => `${n}\n`).join('') +
       `${JSON.stringify(doc, null, 2)}\n`
     );
   }
@@ -384,11 +416,14 @@ export class EmbeddedProxy implements ProxyDriver {
   }
 
   /**
-   * Replaces routers and pools live. Requests in flight finish on the server they were sent to.
-   * Round-robin continues after the last server picked (or, if that one left, after the next one
-   * still present). Servers no longer in any pool are retired: their idle pooled connections close
-   * now (`connection:closed`, reason `pool removed`), busy ones when their request completes.
+   * Replaces routers, pools and balancing settings (algorithm, weights, sticky cookie, hashing) live.
+   * Requests in flight finish on the server they were sent to. The weighted round-robin schedule
+   * carries over: servers still present keep their place, new ones join at the current deadline.
+   * A sticky cookie naming a server that left the pool is re-pinned (and rewritten) on its next
+   * request. Servers no longer in any pool are retired: their idle pooled connections close now
+   * (`connection:closed`, reason `pool removed`), busy ones when their request completes.
    * The entrypoint is not changed by apply(): restart the proxy for that. Works before start() too.
+   * @throws RangeError (rejects, nothing changed) when a server weight is not a whole number 0..256.
    */
   async apply(config: ProxyConfig): Promise<void> {
     this.#install(config);
@@ -433,11 +468,18 @@ export class EmbeddedProxy implements ProxyDriver {
   // ------------------------------------------------------------------ configuration
 
   #install(config: ProxyConfig): void {
+    for (const svc of config.services) {
+      for (const s of svc.loadBalancer.servers) {
+        if (!Number.isInteger(s.weight) || s.weight < 0 || s.weight > MAX_WEIGHT) {
+          throw new RangeError(`Server ${s.name} of ${svc.name} has weight ${s.weight}; a weight must be a whole number from 0 to ${MAX_WEIGHT}.`);
+        }
+      }
+    }
     const old = this.#routing;
     const keep = new Set<string>();
     const services = new Map<string, ServiceState>();
     for (const svc of config.services) {
-      const servers: ServerState[] = svc.loadBalancer.servers.map((s) => {
+      const servers = svc.loadBalancer.servers.map((s) => {
         const key = `${s.name} ${s.url}`;
         keep.add(key);
         let agent = this.#agents.get(key);
@@ -448,15 +490,13 @@ export class EmbeddedProxy implements ProxyDriver {
           });
           this.#agents.set(key, agent);
         }
-        return { name: s.name, url: s.url, agent };
+        const data: ServerState = { name: s.name, url: s.url, agent };
+        return { name: s.name, url: s.url, weight: s.weight, data };
       });
       const prev = old?.services.get(svc.name);
-      services.set(svc.name, {
-        name: svc.name,
-        servers,
-        next: carryOver(prev, servers),
-        lastPicked: prev?.lastPicked ?? null,
-      });
+      const balancer = new ServiceBalancer(svc.loadBalancer, servers, prev?.balancer);
+      const hashHeader = svc.loadBalancer.algorithm === 'hash' && svc.loadBalancer.hash ? svc.loadBalancer.hash.header.toLowerCase() : null;
+      services.set(svc.name, { name: svc.name, balancer, hashHeader });
     }
     for (const [key, agent] of this.#agents) {
       if (keep.has(key)) continue;
@@ -612,6 +652,7 @@ export class EmbeddedProxy implements ProxyDriver {
       router: null,
       service: null,
       server: null,
+      inflightOn: null,
       proxyReq: null,
       upstreamConnId: null,
       servedBy: null,
@@ -637,9 +678,22 @@ export class EmbeddedProxy implements ProxyDriver {
     const service = routing.services.get(router.service);
     // A router whose service does not exist is disabled in Traefik: nothing serves the request.
     if (!service) return this.#answer(res, st, 404, '404 page not found\n');
-    const server = pick(service);
-    if (!server) return this.#answer(res, st, 503, 'no available server\n');
+    const hashed = service.hashHeader ? req.headers[service.hashHeader] : undefined;
+    const hashKey = Array.isArray(hashed) ? hashed.join(', ') : hashed;
+    const picked = service.balancer.pick({
+      cookie: req.headers.cookie,
+      hashKey: hashKey?.trim() ? hashKey : undefined,
+      inflight: (s) => s.data.agent.inflight,
+    });
+    if (!picked) return this.#answer(res, st, 503, 'no available server\n');
+    const server = picked.server.data;
     st.server = server;
+    if (picked.sticky) {
+      st.stickyCookie = picked.sticky.set ?? picked.sticky.pair;
+      if (picked.sticky.set) st.setCookie = picked.sticky.set;
+    }
+    server.agent.inflight++;
+    st.inflightOn = server.agent;
 
     // Headers: drop hop-by-hop and untrusted forwarding headers; the Connection header stays on
     // `req` for http-proxy-3's response pass (keep-alive vs close towards the client) but the
@@ -682,6 +736,9 @@ export class EmbeddedProxy implements ProxyDriver {
     delete proxyRes.headers['keep-alive'];
     delete proxyRes.headers['proxy-connection'];
     if (!st) return;
+    // The proxy's sticky cookie goes first, then the backend's own cookies (Go's ReverseProxy adds
+    // the backend's headers to the ones Traefik already set).
+    if (st.setCookie) proxyRes.headers['set-cookie'] = [st.setCookie, ...(proxyRes.headers['set-cookie'] ?? [])];
     st.upstreamConnId = upstream?.id ?? null;
     const servedBy = proxyRes.headers['x-served-by'];
     st.servedBy = typeof servedBy === 'string' ? servedBy : null;
@@ -738,6 +795,8 @@ export class EmbeddedProxy implements ProxyDriver {
       'Content-Type': 'text/plain; charset=utf-8',
       'X-Content-Type-Options': 'nosniff',
       'Content-Length': buf.length,
+      // Traefik sets the sticky cookie before forwarding: a 502 for that server carries it too.
+      ...(st.setCookie ? { 'Set-Cookie': st.setCookie } : {}),
     });
     res.end(st.method === 'HEAD' ? undefined : buf);
   }
@@ -745,6 +804,7 @@ export class EmbeddedProxy implements ProxyDriver {
   #complete(req: http.IncomingMessage, res: http.ServerResponse, st: RequestState): void {
     if (st.done) return;
     st.done = true;
+    if (st.inflightOn) st.inflightOn.inflight--;
     const ms = Math.round((performance.now() - st.t0) * 10) / 10;
     let status = res.statusCode;
     if (!res.writableFinished) {
@@ -779,6 +839,7 @@ export class EmbeddedProxy implements ProxyDriver {
       ms,
       clientConnId: st.clientConnId,
       upstreamConnId: st.upstreamConnId,
+      ...(st.stickyCookie !== undefined ? { stickyCookie: st.stickyCookie } : {}),
       ...(st.error !== undefined ? { error: st.error } : {}),
     });
     // Traefik CLF: <ip> - <user> [<time>] "<method> <path> <proto>" <status> <size> "<referer>"
@@ -791,35 +852,6 @@ export class EmbeddedProxy implements ProxyDriver {
       `${quoted(st.router?.name)} ${quoted(server?.url)} ${Math.round(ms)}ms`;
     this.#bus.emit('log:line', { source: 'proxy', stream: 'access', text, at: Date.now() });
   }
-}
-
-/** Round-robin: the next server of the service, or null when it has none. */
-function pick(service: ServiceState): ServerState | null {
-  const n = service.servers.length;
-  if (n === 0) return null;
-  const i = service.next % n;
-  service.next = (i + 1) % n;
-  const server = service.servers[i];
-  service.lastPicked = server.name;
-  return server;
-}
-
-/**
- * Where round-robin resumes in a new server list: after the last server picked if it is still
- * there, else at the first server that followed it in the old list and is still present, else 0.
- */
-function carryOver(prev: ServiceState | undefined, servers: ServerState[]): number {
-  if (!prev || servers.length === 0 || prev.lastPicked === null) return 0;
-  const names = servers.map((s) => s.name);
-  const j = names.indexOf(prev.lastPicked);
-  if (j !== -1) return (j + 1) % servers.length;
-  const oldNames = prev.servers.map((s) => s.name);
-  const from = oldNames.indexOf(prev.lastPicked);
-  for (let k = 1; k <= oldNames.length; k++) {
-    const idx = names.indexOf(oldNames[(from + k) % oldNames.length]);
-    if (idx !== -1) return idx;
-  }
-  return 0;
 }
 
 function listenErrorSentence(err: NodeJS.ErrnoException, host: string, port: number): string {
