@@ -10,10 +10,25 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { EventBus } from './events.ts';
-import type { BackendRuntime, ProxyDriver, ReplicaHandle } from './seams.ts';
+import type { BackendRuntime, ProxyCapabilities, ProxyDriver, ReplicaHandle } from './seams.ts';
 import type { LabStatus, ReplicaState, ReplicaStatus } from './status.ts';
-import { Topology, ServiceName, ReplicaCount, defaultTopology, SERVICE_NAMES } from './topology.ts';
+import { Topology, ServiceName, ReplicaCount, defaultTopology, SERVICE_NAMES, balancerOf, type DriverName } from './topology.ts';
 import { buildProxyConfig } from './proxy/config.ts';
+import { applySettings, parseSetting, SettingError, type SettingChange } from './settings.ts';
+import { z } from 'zod';
+
+/** Server weight bounds: HAProxy's 0..256 (https://docs.haproxy.org/2.6/configuration.html#5.2-weight). */
+export const Weight = z
+  .number({ error: 'weight must be a number' })
+  .int('weight must be a whole number')
+  .min(0, 'weight must be at least 0')
+  .max(256, 'weight must be at most 256');
+
+/**
+ * Makes a proxy driver by name. Rejects with a LabError ('conflict') whose message says why the
+ * driver is not available here (e.g. haproxy not installed) and what to do.
+ */
+export type ProxyFactory = (name: DriverName) => Promise<ProxyDriver>;
 
 /** Thrown for a request the lab cannot carry out; `code` maps to an HTTP status in the server. */
 export class LabError extends Error {
@@ -28,7 +43,10 @@ export class LabError extends Error {
 
 export interface LabOptions {
   runtime: BackendRuntime;
+  /** The proxy to start with. */
   proxy: ProxyDriver;
+  /** Makes other drivers for switchProxy(); without it the proxy cannot be switched. */
+  proxyFactory?: ProxyFactory;
   bus: EventBus;
   /** Random id of this run; the runtime labels what it starts with it. */
   sessionId: string;
@@ -48,11 +66,14 @@ interface Replica {
   state: ReplicaState;
   handle: ReplicaHandle | null;
   requests: number;
+  weight: number;
   startedAt: number;
 }
 
 export class Lab {
   readonly #o: LabOptions;
+  #proxy: ProxyDriver;
+  #lesson: string | null = null;
   #topology: Topology;
   /** Every replica the lab knows, in start order (which is the proxy's round-robin order). */
   readonly #replicas = new Map<string, Replica>();
@@ -65,7 +86,9 @@ export class Lab {
 
   constructor(options: LabOptions) {
     this.#o = options;
+    this.#proxy = options.proxy;
     this.#topology = options.topology ?? defaultTopology();
+    this.#topology.proxy.driver = options.proxy.name;
   }
 
   /**
@@ -85,7 +108,7 @@ export class Lab {
         if (replica) replica.requests++;
       }),
     );
-    this.#proxyPort = await this.#o.proxy.start(this.#config());
+    this.#proxyPort = await this.#proxy.start(this.#config());
     this.#emitApplied();
     await this.#enqueue(() => this.#converge('start'));
     return { swept };
@@ -97,7 +120,7 @@ export class Lab {
     this.#stopping = true;
     await this.#queue.catch(() => undefined);
     for (const off of this.#unsubscribe.splice(0)) off();
-    await this.#o.proxy.stop();
+    await this.#proxy.stop();
     await this.#o.runtime.stopAll();
     this.#replicas.clear();
   }
@@ -143,21 +166,134 @@ export class Lab {
 
   /**
    * Kills every replica, clears the request counts and restores `topology` (default: the
-   * default topology). Resolves when the new replicas are ready.
+   * default topology), keeping the proxy engine in use. Resolves when the new replicas are ready.
+   * @param lesson slug of the lesson whose starting topology this is (shown in status), or null.
    */
-  reset(topology?: Topology): Promise<LabStatus> {
+  reset(topology?: Topology, lesson: string | null = null): Promise<LabStatus> {
     const next = topology ? Topology.parse(topology) : defaultTopology();
     return this.#enqueue(async () => {
-      this.#log('reset');
+      this.#log(lesson ? `reset to the start of lesson ${lesson}` : 'reset');
       const all = [...this.#replicas.values()];
       for (const r of all) r.state = 'stopping';
       await this.#applyProxy();
       await Promise.all(all.map((r) => this.#remove(r, 'reset', 'SIGKILL')));
+      next.proxy.driver = this.#proxy.name;
       this.#topology = next;
+      this.#lesson = lesson;
       this.#requestsTotal = 0;
+      await this.#applyProxy();
       await this.#converge('reset');
       return this.status();
     });
+  }
+
+  /**
+   * Applies proxy settings typed as text (`sticky=on`, `web_dynamic.algorithm=hash`, ...; see
+   * lab/settings.ts), all or none, live. The replicas keep running.
+   * @throws LabError bad-request naming the field for a bad setting or one the current engine
+   *   cannot do, or with the proxy's own error when it refuses the configuration (the running
+   *   configuration then stays in force).
+   */
+  configure(settings: readonly string[]): Promise<LabStatus> {
+    let changes: SettingChange[];
+    try {
+      changes = settings.map(parseSetting);
+    } catch (err) {
+      if (err instanceof SettingError) throw new LabError(err.message, 'bad-request');
+      throw err;
+    }
+    for (const c of changes) if (c.service) this.#serviceName(c.service);
+    return this.#enqueue(async () => {
+      const before = this.#topology;
+      const next = applySettings(before, changes);
+      this.#requireCapabilities(next, this.#proxy);
+      this.#topology = next;
+      try {
+        await this.#applyProxy();
+      } catch (err) {
+        this.#topology = before;
+        throw new LabError(`The ${this.#proxy.name} proxy refused the new configuration: ${(err as Error).message}`, 'bad-request');
+      }
+      this.#log(`set ${changes.map((c) => c.text).join(' ')}`);
+      this.#changed(`set ${changes.map((c) => c.text).join(' ')}`);
+      return this.status();
+    });
+  }
+
+  /**
+   * Sets a replica's weighted round-robin weight (0..256; 0 = no new requests).
+   * @throws LabError not-found for an unknown replica, bad-request for a bad weight or an engine without weights.
+   */
+  setWeight(name: string, weight: number): Promise<LabStatus> {
+    const w = Weight.safeParse(weight);
+    if (!w.success) throw new LabError(w.error.issues[0]?.message ?? 'invalid weight', 'bad-request');
+    return this.#enqueue(async () => {
+      const replica = this.#find(name);
+      if (!this.#proxy.capabilities.weights) throw new LabError(`The ${this.#proxy.name} proxy has no server weights.`, 'bad-request');
+      const before = replica.weight;
+      replica.weight = w.data;
+      try {
+        await this.#applyProxy();
+      } catch (err) {
+        replica.weight = before;
+        throw new LabError(`The ${this.#proxy.name} proxy refused the weight: ${(err as Error).message}`, 'bad-request');
+      }
+      this.#log(`weight ${replica.hostname} ${before} -> ${w.data}`);
+      this.#changed(`weight ${replica.hostname}=${w.data}`);
+      return this.status();
+    });
+  }
+
+  /**
+   * Swaps the proxy engine on the same port without restarting the replicas. If the new engine
+   * cannot start, the old one is started again and the error says why.
+   * @throws LabError conflict when the engine is not available here or lacks a feature the
+   *   current settings use (the message says which).
+   */
+  switchProxy(name: DriverName): Promise<LabStatus> {
+    return this.#enqueue(async () => {
+      if (name === this.#proxy.name) return this.status();
+      if (!this.#o.proxyFactory) throw new LabError('This lab was started without other proxy engines.', 'conflict');
+      const next = await this.#o.proxyFactory(name);
+      this.#requireCapabilities(this.#topology, next);
+      const old = this.#proxy;
+      await old.stop();
+      this.#proxy = next;
+      this.#topology = { ...this.#topology, proxy: { ...this.#topology.proxy, driver: name } };
+      try {
+        this.#proxyPort = await next.start(this.#config());
+      } catch (err) {
+        this.#proxy = old;
+        this.#topology = { ...this.#topology, proxy: { ...this.#topology.proxy, driver: old.name } };
+        this.#proxyPort = await old.start(this.#config());
+        throw new LabError(`The ${name} proxy could not start, so ${old.name} is back: ${(err as Error).message}`, 'failed');
+      }
+      this.#emitApplied();
+      this.#log(`proxy ${old.name} -> ${name} on port ${this.#proxyPort}`);
+      this.#changed(`proxy ${name}`);
+      return this.status();
+    });
+  }
+
+  /**
+   * Runs one command on the proxy's management console (HAProxy's Runtime API).
+   * @throws LabError bad-request when the engine has none or refuses the command (its sentence).
+   */
+  async runtimeCommand(command: string): Promise<string> {
+    const proxy = this.#proxy;
+    if (!proxy.runtimeCommand) {
+      throw new LabError(`The ${proxy.name} proxy has no Runtime API; switch to haproxy to use this console.`, 'bad-request');
+    }
+    try {
+      return await proxy.runtimeCommand(command);
+    } catch (err) {
+      throw new LabError((err as Error).message, 'bad-request');
+    }
+  }
+
+  /** The configuration text the running proxy uses (haproxy.cfg, or Traefik-style YAML). */
+  proxyConfigText(): { driver: DriverName; text: string } {
+    return { driver: this.#proxy.name, text: this.#proxy.render(this.#config()) };
   }
 
   /** A snapshot of the lab's state. */
@@ -166,7 +302,14 @@ export class Lab {
     return {
       sessionId: this.#o.sessionId,
       runtime: this.#o.runtime.name,
-      proxy: { driver: this.#o.proxy.name, port: this.#proxyPort, url: `http://${host}:${this.#proxyPort}/` },
+      lesson: this.#lesson,
+      proxy: {
+        driver: this.#proxy.name,
+        capabilities: { ...this.#proxy.capabilities },
+        statsUrl: this.#proxy.statsUrl ?? null,
+        port: this.#proxyPort,
+        url: `http://${host}:${this.#proxyPort}/`,
+      },
       services: SERVICE_NAMES.filter((s) => this.#topology.services[s] !== undefined).map((name) => ({
         name,
         replicas: this.#topology.services[name]?.replicas ?? 0,
@@ -178,6 +321,8 @@ export class Lab {
             port: r.handle?.port ?? null,
             pid: r.handle?.pid ?? null,
             requests: r.requests,
+            weight: r.weight,
+            implementation: r.handle?.implementation ?? null,
             startedAt: r.startedAt,
           }),
         ),
@@ -188,6 +333,21 @@ export class Lab {
   }
 
   // ------------------------------------------------------------ internals
+
+  /** Refuses settings the engine cannot do, with a sentence naming the feature and the engine. */
+  #requireCapabilities(topology: Topology, proxy: ProxyDriver): void {
+    const caps: ProxyCapabilities = proxy.capabilities;
+    for (const name of SERVICE_NAMES) {
+      if (!topology.services[name]) continue;
+      const b = balancerOf(topology, name);
+      const missing =
+        (b.sticky && !caps.stickyCookie && 'sticky sessions') ||
+        (b.algorithm === 'hash' && !caps.headerHash && 'header hashing') ||
+        (b.algorithm === 'least-connections' && !caps.leastConnections && 'least-connections') ||
+        null;
+      if (missing) throw new LabError(`The ${proxy.name} proxy cannot do ${missing} (used by ${name}).`, 'conflict');
+    }
+  }
 
   #serviceName(service: string): ServiceName {
     const parsed = ServiceName.safeParse(service);
@@ -256,7 +416,7 @@ export class Lab {
   async #startReplica(service: ServiceName): Promise<void> {
     const slot = this.#nextSlot(service);
     const hostname = `${service}-${slot}-${randomBytes(2).toString('hex')}`;
-    const replica: Replica = { service, hostname, slot, state: 'starting', handle: null, requests: 0, startedAt: Date.now() };
+    const replica: Replica = { service, hostname, slot, state: 'starting', handle: null, requests: 0, weight: 1, startedAt: Date.now() };
     this.#replicas.set(hostname, replica);
     this.#changed(`starting ${hostname}`);
     try {
@@ -304,11 +464,11 @@ export class Lab {
   }
 
   #config() {
-    const pools = new Map<ServiceName, Array<{ hostname: string; host: string; port: number }>>();
+    const pools = new Map<ServiceName, Array<{ hostname: string; host: string; port: number; weight: number }>>();
     for (const r of this.#replicas.values()) {
       if (r.state !== 'running' || !r.handle) continue;
       const pool = pools.get(r.service) ?? [];
-      pool.push({ hostname: r.hostname, host: r.handle.host, port: r.handle.port });
+      pool.push({ hostname: r.hostname, host: r.handle.host, port: r.handle.port, weight: r.weight });
       pools.set(r.service, pool);
     }
     return buildProxyConfig(this.#topology, pools, {
@@ -320,12 +480,12 @@ export class Lab {
 
   async #applyProxy(): Promise<void> {
     if (this.#stopping) return;
-    await this.#o.proxy.apply(this.#config());
+    await this.#proxy.apply(this.#config());
     this.#emitApplied();
   }
 
   #emitApplied(): void {
-    this.#o.bus.emit('proxy:applied', { driver: this.#o.proxy.name, config: this.#o.proxy.render(this.#config()), at: Date.now() });
+    this.#o.bus.emit('proxy:applied', { driver: this.#proxy.name, config: this.#proxy.render(this.#config()), at: Date.now() });
   }
 
   #event(r: Replica) {

@@ -25,6 +25,11 @@ export interface ReplicaHandle {
   pid: number | null;
   /** Epoch ms when it became ready. */
   readyAt: number;
+  /**
+   * What actually runs when a service has more than one implementation, e.g. `php 8.2.36`, or
+   * `express (php not found)` when session_php runs on its stand-in. Absent when there is one.
+   */
+  implementation?: string;
 }
 
 /** Callbacks a runtime calls for one replica over its life. */
@@ -88,12 +93,51 @@ export interface ProxyRouter {
   priority: number;
 }
 
+/**
+ * How a service picks a server for a request.
+ * - `round-robin`: weighted round-robin, per request (Traefik's default `wrr`; HAProxy `balance roundrobin`).
+ * - `least-connections`: the server with the fewest requests in flight, ties by round-robin
+ *   (Traefik v3 has none built in; HAProxy `balance leastconn`).
+ * - `hash`: a hash of one request header picks the server (HAProxy `balance hdr(<name>)`); see HashSettings.
+ */
+export type BalanceAlgorithm = 'round-robin' | 'least-connections' | 'hash';
+
+/**
+ * A sticky-session cookie set by the proxy (Traefik `loadBalancer.sticky.cookie`,
+ * https://doc.traefik.io/traefik/routing/services/#sticky-sessions ; HAProxy
+ * `cookie <name> insert indirect nocache`). A request carrying a valid cookie goes to its server;
+ * a missing, unknown or dead server's cookie is re-pinned by the algorithm and the cookie rewritten.
+ */
+export interface StickyCookie {
+  /** Cookie name. Drivers give a default when the topology names none (Traefik: `_` + 5 hex of sha1 of the service). */
+  name: string;
+  httpOnly: boolean;
+  secure: boolean;
+  /** `''` = attribute not sent (the browser then treats it as Lax). */
+  sameSite: '' | 'lax' | 'strict' | 'none';
+}
+
+/**
+ * Hashing on a request header (HAProxy `balance hdr(<header>)` + `hash-type`,
+ * https://docs.haproxy.org/2.6/configuration.html#4.2-hash-type). `consistent` = a hash ring,
+ * so adding a server moves about 1/N of the keys; `map-based` = hash modulo the server count,
+ * so adding a server moves most keys. A request without the header falls back to round-robin.
+ */
+export interface HashSettings {
+  header: string;
+  type: 'consistent' | 'map-based';
+}
+
 export interface ProxyService {
   name: string;
   loadBalancer: {
-    algorithm: 'round-robin';
+    algorithm: BalanceAlgorithm;
     /** Servers in the order round-robin visits them. */
     servers: ProxyServer[];
+    /** Present when sticky sessions are on for this service. */
+    sticky?: { cookie: StickyCookie };
+    /** Present when algorithm is `hash`. */
+    hash?: HashSettings;
   };
 }
 
@@ -102,16 +146,24 @@ export interface ProxyServer {
   name: string;
   /** e.g. `http://127.0.0.1:41234` */
   url: string;
+  /** Relative share for weighted round-robin, 0..256 (HAProxy's range; 0 = takes no new requests). Default 1. */
   weight: number;
 }
 
 /** What a proxy driver can do; the UI greys out what is missing instead of failing. */
 export interface ProxyCapabilities {
   roundRobin: boolean;
+  weights: boolean;
+  leastConnections: boolean;
   stickyCookie: boolean;
+  headerHash: boolean;
   activeHealthCheck: boolean;
   retry: boolean;
   perRequestEvents: boolean;
+  /** Emits connection:opened/closed for both hops. */
+  connectionEvents: boolean;
+  /** Has a management console (HAProxy's Runtime API). */
+  runtimeApi: boolean;
 }
 
 /**
@@ -129,4 +181,11 @@ export interface ProxyDriver {
   apply(config: ProxyConfig): Promise<void>;
   /** Closes the listener, every client and backend connection; resolves when done. */
   stop(): Promise<void>;
+  /**
+   * The proxy's own management console, where it has one (HAProxy's Runtime API): runs one
+   * allow-listed command and resolves with the proxy's answer; rejects with a sentence otherwise.
+   */
+  runtimeCommand?(command: string): Promise<string>;
+  /** URL of the proxy's own status page (HAProxy stats), or null. */
+  readonly statsUrl?: string | null;
 }

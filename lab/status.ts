@@ -2,7 +2,8 @@
  * The lab's observable state, as `GET /api/status`, `npm run lab -- status --json` and the
  * socket's `status` message show it.
  */
-import type { ServiceName, Topology } from './topology.ts';
+import type { ProxyCapabilities } from './seams.ts';
+import type { DriverName, ServiceName, Topology } from './topology.ts';
 
 /** starting: spawned, not yet ready; running: ready and in the proxy's pool; stopping: being stopped. */
 export type ReplicaState = 'starting' | 'running' | 'stopping';
@@ -16,6 +17,10 @@ export interface ReplicaStatus {
   pid: number | null;
   /** Requests this replica answered through the proxy since it started. */
   requests: number;
+  /** Weighted round-robin weight, 0..256 (1 unless set). */
+  weight: number;
+  /** What runs it when a service has alternatives, e.g. `php 8.2.29` or `express (php not found)`. */
+  implementation: string | null;
   /** Epoch ms. */
   startedAt: number;
 }
@@ -32,8 +37,13 @@ export interface LabStatus {
   /** Random id of this lab run; labels every process/container it starts. */
   sessionId: string;
   runtime: 'process' | 'docker';
+  /** Slug of the lesson whose starting topology was last applied (`reset <lesson>`), or null. */
+  lesson: string | null;
   proxy: {
-    driver: 'embedded' | 'haproxy' | 'traefik';
+    driver: DriverName;
+    capabilities: ProxyCapabilities;
+    /** The proxy's own status page (HAProxy stats), or null. */
+    statsUrl: string | null;
     /** Port the proxy listens on (127.0.0.1). The page builds its URL from its own hostname + this port. */
     port: number;
     /** e.g. http://localhost:8080/ */

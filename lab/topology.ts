@@ -5,7 +5,7 @@
 import { z } from 'zod';
 
 /** The demo backends this lab can run (sources in sandbox-images/). */
-export const SERVICE_NAMES = ['web_static', 'web_dynamic'] as const;
+export const SERVICE_NAMES = ['web_static', 'web_dynamic', 'session_php'] as const;
 export const ServiceName = z.enum(SERVICE_NAMES);
 export type ServiceName = z.infer<typeof ServiceName>;
 
@@ -17,11 +17,6 @@ export const ReplicaCount = z
   .int('replicas must be a whole number')
   .min(0, 'replicas must be at least 0')
   .max(MAX_REPLICAS, `replicas must be at most ${MAX_REPLICAS}`);
-
-export const ServiceSpec = z.object({
-  replicas: ReplicaCount,
-});
-export type ServiceSpec = z.infer<typeof ServiceSpec>;
 
 /** A host name a rule may match: `localhost`, `demo.localhost`, `127.0.0.1`. Browsers resolve `*.localhost` to loopback. */
 const HostRule = z
@@ -48,21 +43,81 @@ export const Route = z.object({
 });
 export type Route = z.infer<typeof Route>;
 
-/** Load-balancing algorithm. Only round-robin in this issue; more come with sticky sessions. */
-export const Algorithm = z.enum(['round-robin']);
+/** Load-balancing algorithm (see BalanceAlgorithm in lab/seams.ts for each one's semantics). */
+export const Algorithm = z.enum(['round-robin', 'least-connections', 'hash'], {
+  error: 'algorithm must be one of: round-robin, least-connections, hash',
+});
 
-export const ProxySettings = z.object({
-  driver: z.enum(['embedded']).default('embedded'),
+/** Cookie names are restricted to letters, digits, _ and -: safe in any proxy's configuration. */
+export const CookieName = z
+  .string()
+  .min(1, 'sticky.cookie must not be empty')
+  .max(64, 'sticky.cookie must be at most 64 characters')
+  .regex(/^[A-Za-z0-9_-]+$/, 'sticky.cookie may only contain letters, digits, _ and -');
+
+export const HeaderName = z
+  .string()
+  .min(1, 'hash.header must not be empty')
+  .max(64, 'hash.header must be at most 64 characters')
+  .regex(/^[A-Za-z0-9-]+$/, 'hash.header may only contain letters, digits and -');
+
+export const HashType = z.enum(['consistent', 'map-based'], { error: 'hash.type must be consistent or map-based' });
+
+/**
+ * How one service is balanced. The proxy-wide values apply to every service; a service may
+ * override any of them (`web_dynamic.sticky=on`).
+ */
+export const Balancer = z.object({
   algorithm: Algorithm.default('round-robin'),
+  /** Sticky sessions with a proxy-set cookie. */
+  sticky: z.boolean().default(false),
+  /** Sticky cookie name; absent = the driver's default (Traefik derives one from the service name). */
+  stickyCookie: CookieName.optional(),
+  /** Header hashed when algorithm is `hash`. */
+  hashHeader: HeaderName.default('X-Session-ID'),
+  /** `consistent` (hash ring) or `map-based` (modulo), as HAProxy's hash-type. */
+  hashType: HashType.default('consistent'),
+});
+export type Balancer = z.infer<typeof Balancer>;
+
+/** A service's overrides: the same fields, none defaulted (zod's .partial() would keep the defaults). */
+export const BalancerOverrides = z.object({
+  algorithm: Algorithm.optional(),
+  sticky: z.boolean().optional(),
+  stickyCookie: CookieName.optional(),
+  hashHeader: HeaderName.optional(),
+  hashType: HashType.optional(),
+});
+
+export const DRIVER_NAMES = ['embedded', 'haproxy', 'traefik'] as const;
+export const DriverName = z.enum(DRIVER_NAMES, { error: 'proxy must be one of: embedded, haproxy, traefik' });
+export type DriverName = z.infer<typeof DriverName>;
+
+export const ProxySettings = Balancer.extend({
+  driver: DriverName.default('embedded'),
 });
 export type ProxySettings = z.infer<typeof ProxySettings>;
+
+export const ServiceSpec = z.object({
+  replicas: ReplicaCount,
+  /** Overrides of the proxy-wide balancer settings for this service only. */
+  balancer: BalancerOverrides.optional(),
+});
+export type ServiceSpec = z.infer<typeof ServiceSpec>;
 
 export const Topology = z.object({
   services: z.partialRecord(ServiceName, ServiceSpec),
   routes: z.array(Route).max(20),
-  proxy: ProxySettings.default({ driver: 'embedded', algorithm: 'round-robin' }),
+  proxy: ProxySettings.default(ProxySettings.parse({})),
 });
 export type Topology = z.infer<typeof Topology>;
+
+/** The balancer settings in force for one service: proxy-wide values, then the service's overrides. */
+export function balancerOf(topology: Topology, service: ServiceName): Balancer {
+  const { driver: _driver, ...proxyWide } = topology.proxy;
+  const overrides = Object.fromEntries(Object.entries(topology.services[service]?.balancer ?? {}).filter(([, v]) => v !== undefined));
+  return { ...proxyWide, ...overrides };
+}
 
 /**
  * The default lab, as in the source write-ups: web_static x3 and web_dynamic x3 behind one

@@ -12,8 +12,11 @@ import { Server as SocketServer } from 'socket.io';
 import { z } from 'zod';
 import type { EventBus } from '../lab/events.ts';
 import { LabError, type Lab } from '../lab/lab.ts';
-import { ReplicaCount } from '../lab/topology.ts';
+import { DriverName, ReplicaCount } from '../lab/topology.ts';
 import { EventStream } from './event-stream.ts';
+import type { LessonInfo } from './lessons.ts';
+import { BurstRequest, HashMovementRequest, measureHashMovement, runBurst } from '../lab/experiments.ts';
+import type { ProxyInfo } from './protocol.ts';
 
 export interface LabServerOptions {
   lab: Lab;
@@ -24,6 +27,10 @@ export interface LabServerOptions {
   staticDir: string;
   /** Host names the page may be reached by (default localhost, 127.0.0.1, [::1]). */
   allowedHosts?: string[];
+  /** The lessons, for `reset <lesson>`. */
+  lessons?: LessonInfo[];
+  /** The proxy engines and whether each can run here. */
+  proxies?: () => Promise<ProxyInfo[]>;
 }
 
 export interface LabServer {
@@ -38,6 +45,17 @@ export interface LabServer {
 const BODY_LIMIT_BYTES = 16 * 1024;
 
 const ScaleBody = z.strictObject({ replicas: ReplicaCount }, { error: 'body must be {"replicas": <0..10>}' });
+const ResetBody = z.strictObject({ lesson: z.string().max(100).optional() }, { error: 'body must be {} or {"lesson": "<slug>"}' });
+const SettingsBody = z.strictObject(
+  { settings: z.array(z.string().max(200), { error: 'settings must be a list of texts like "sticky=on"' }).min(1, 'settings must not be empty').max(20, 'at most 20 settings at once') },
+  { error: 'body must be {"settings": ["sticky=on", ...]}' },
+);
+const ProxyBody = z.strictObject({ driver: DriverName }, { error: 'body must be {"driver": "embedded" | "haproxy" | "traefik"}' });
+const WeightBody = z.strictObject({ weight: z.unknown() }, { error: 'body must be {"weight": <0..256>}' });
+const RuntimeBody = z.strictObject(
+  { command: z.string({ error: 'command must be text' }).min(1, 'command must not be empty').max(300, 'command is at most 300 characters') },
+  { error: 'body must be {"command": "show stat"}' },
+);
 const ReplicaName = z
   .string()
   .max(100, 'replica name is too long')
@@ -45,6 +63,16 @@ const ReplicaName = z
 
 /** Maps a LabError code to its HTTP status. */
 const STATUS_OF: Record<LabError['code'], number> = { 'bad-request': 400, 'not-found': 404, conflict: 409, failed: 500 };
+
+/** Validates with zod; a failure becomes a 400 whose message names the field. */
+function parse<T>(schema: z.ZodType<T>, value: unknown): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const field = issue?.path.join('.') ?? '';
+  const message = issue?.message ?? 'invalid input';
+  throw new LabError(field && !message.startsWith(field) ? `${field}: ${message}` : message, 'bad-request');
+}
 
 function hostnameOf(hostHeader: string | undefined): string | null {
   if (!hostHeader) return null;
@@ -110,21 +138,65 @@ export function createLabServer(o: LabServerOptions): LabServer {
   });
 
   api.post('/services/:service/scale', async (req, res) => {
-    const body = ScaleBody.safeParse(req.body ?? {});
-    if (!body.success) throw new LabError(body.error.issues[0]?.message ?? 'invalid body', 'bad-request');
-    res.json(await o.lab.scale(String(req.params.service), body.data.replicas));
+    const body = parse(ScaleBody, req.body ?? {});
+    res.json(await o.lab.scale(String(req.params.service), body.replicas));
   });
 
   api.post('/replicas/:hostname/kill', async (req, res) => {
-    const name = ReplicaName.safeParse(req.params.hostname);
-    if (!name.success) throw new LabError(name.error.issues[0]?.message ?? 'invalid replica name', 'bad-request');
-    res.json(await o.lab.kill(name.data));
+    res.json(await o.lab.kill(parse(ReplicaName, req.params.hostname)));
   });
 
-  api.post('/reset', async (_req, res) => {
-    const status = await o.lab.reset();
+  api.post('/reset', async (req, res) => {
+    const body = parse(ResetBody, req.body ?? {});
+    let topology;
+    if (body.lesson !== undefined) {
+      const lesson = (o.lessons ?? []).find((l) => l.slug === body.lesson);
+      if (!lesson) {
+        const known = (o.lessons ?? []).map((l) => l.slug).join(', ') || 'none';
+        throw new LabError(`Unknown lesson "${body.lesson.slice(0, 60)}". Lessons: ${known}.`, 'not-found');
+      }
+      topology = lesson.topology;
+    }
+    const status = await o.lab.reset(topology, body.lesson ?? null);
     stream.resetCounts();
     res.json(status);
+  });
+
+  api.post('/settings', async (req, res) => {
+    res.json(await o.lab.configure(parse(SettingsBody, req.body ?? {}).settings));
+  });
+
+  api.post('/replicas/:hostname/weight', async (req, res) => {
+    const name = parse(ReplicaName, req.params.hostname);
+    res.json(await o.lab.setWeight(name, parse(WeightBody, req.body ?? {}).weight as number));
+  });
+
+  api.get('/proxies', async (_req, res) => {
+    res.json(o.proxies ? await o.proxies() : []);
+  });
+
+  api.post('/proxy', async (req, res) => {
+    const { driver } = parse(ProxyBody, req.body ?? {});
+    res.json(await o.lab.switchProxy(driver));
+  });
+
+  api.get('/proxy/config', (_req, res) => {
+    res.json(o.lab.proxyConfigText());
+  });
+
+  api.post('/probe', async (req, res) => {
+    const burst = parse(BurstRequest, req.body ?? {});
+    // Always the lab's own proxy: the probe cannot be pointed elsewhere.
+    res.json({ results: await runBurst(`http://127.0.0.1:${o.lab.status().proxy.port}`, burst) });
+  });
+
+  api.post('/experiments/hash-movement', async (req, res) => {
+    res.json(await measureHashMovement(o.lab, parse(HashMovementRequest, req.body ?? {})));
+  });
+
+  api.post('/proxy/runtime', async (req, res) => {
+    const { command } = parse(RuntimeBody, req.body ?? {});
+    res.json({ output: await o.lab.runtimeCommand(command) });
   });
 
   api.use((req, res) => {

@@ -3,7 +3,13 @@
  *   status [--json]           services, replicas (hostname, port, state, requests) and the proxy
  *   scale <service>=<n>       e.g. scale web_dynamic=5
  *   kill <hostname>           a replica's hostname or its slot (web_dynamic-2)
- *   reset                     back to the default topology, counts cleared
+ *   reset [lesson]            back to the default topology (or a lesson's starting one), counts cleared
+ *   proxy embedded|haproxy    swap the proxy engine; the replicas keep running
+ *   set <setting>=<value>...  proxy settings: sticky=on|off, sticky.cookie=<name>|default,
+ *                             algorithm=round-robin|least-connections|hash, hash.header=<name>,
+ *                             hash.type=consistent|map-based; `<service>.<setting>=...` for one service
+ *   weight <hostname>=<n>     a replica's round-robin weight, 0..256
+ *   runtime <command...>      one HAProxy Runtime API command (allow-listed), e.g. runtime show stat
  * Finds the lab through its state file (LAB_STATE_DIR or .lab/lab.json), or --url and --token.
  * Exit codes: 0 done, 1 the lab refused or failed (its sentence is printed), 2 bad usage,
  * 3 no running lab found.
@@ -40,7 +46,7 @@ function target(opts: { url?: string; token?: string }): Target {
   return { url: url.replace(/\/+$/, ''), token };
 }
 
-async function call(t: Target, method: 'GET' | 'POST', path: string, body?: unknown): Promise<LabStatus> {
+async function call<T = LabStatus>(t: Target, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
   let res: Response;
   try {
     res = await fetch(`${t.url}${path}`, {
@@ -59,16 +65,21 @@ async function call(t: Target, method: 'GET' | 'POST', path: string, body?: unkn
     throw new CliError(`The lab at ${t.url} answered ${res.status} with something that is not JSON.`, 1);
   }
   if (!res.ok) throw new CliError(`The lab refused (${res.status}): ${(json as { error?: string }).error ?? text}`, 1);
-  return json as LabStatus;
+  return json as T;
 }
 
 /** Human-readable status table. */
 export function formatStatus(s: LabStatus): string {
   const lines = [`Proxy: ${s.proxy.driver} at ${s.proxy.url}   runtime: ${s.runtime}   requests: ${s.requestsTotal}`];
+  if (s.lesson) lines.push(`Lesson: ${s.lesson}`);
+  const t = s.topology.proxy;
+  lines.push(`Balancing: ${t.algorithm}${t.algorithm === 'hash' ? ` on ${t.hashHeader} (${t.hashType})` : ''}, sticky ${t.sticky ? `on${t.stickyCookie ? ` (cookie ${t.stickyCookie})` : ''}` : 'off'}`);
   for (const svc of s.services) {
-    lines.push('', `${svc.name}  (${svc.instances.length}/${svc.replicas} replicas)`);
+    const impl = svc.instances.find((r) => r.implementation)?.implementation;
+    const overrides = Object.entries(s.topology.services[svc.name]?.balancer ?? {}).map(([k, v]) => `${k}=${v}`);
+    lines.push('', `${svc.name}  (${svc.instances.length}/${svc.replicas} replicas)${impl ? `  runs on ${impl}` : ''}${overrides.length ? `  [${overrides.join(', ')}]` : ''}`);
     for (const r of svc.instances) {
-      lines.push(`  ${r.hostname.padEnd(22)} ${r.state.padEnd(9)} port ${String(r.port ?? '-').padEnd(6)} requests ${r.requests}`);
+      lines.push(`  ${r.hostname.padEnd(22)} ${r.state.padEnd(9)} port ${String(r.port ?? '-').padEnd(6)} weight ${String(r.weight).padEnd(4)} requests ${r.requests}`);
     }
     if (svc.instances.length === 0) lines.push('  (no replicas)');
   }
@@ -118,11 +129,52 @@ program
 
 program
   .command('reset')
-  .description('kill every replica, clear counts, restore the default topology')
-  .action(async () => {
+  .argument('[lesson]', "a lesson slug such as 02-sticky-sessions: restore that lesson's starting topology")
+  .description('kill every replica, clear counts, restore the default (or a lesson\'s) topology')
+  .action(async (lesson?: string) => {
     const started = Date.now();
-    const s = await call(target(program.opts()), 'POST', '/api/reset');
-    console.log(`Reset in ${Date.now() - started} ms: ${s.services.map((x) => `${x.name} x${x.instances.length}`).join(', ')}.`);
+    const s = await call(target(program.opts()), 'POST', '/api/reset', lesson ? { lesson } : {});
+    const what = s.services.map((x) => `${x.name} x${x.instances.length}`).join(', ');
+    console.log(`Reset${lesson ? ` to lesson ${lesson}` : ''} in ${Date.now() - started} ms: ${what}.`);
+  });
+
+program
+  .command('proxy')
+  .argument('<engine>', 'embedded | haproxy | traefik')
+  .description('swap the proxy engine on the same port; the replicas keep running')
+  .action(async (engine: string) => {
+    const s = await call(target(program.opts()), 'POST', '/api/proxy', { driver: engine });
+    console.log(`Proxy is now ${s.proxy.driver} at ${s.proxy.url}${s.proxy.statsUrl ? ` (stats: ${s.proxy.statsUrl})` : ''}.`);
+  });
+
+program
+  .command('set')
+  .argument('<settings...>', 'e.g. sticky=on web_dynamic.algorithm=hash hash.header=X-Session-ID')
+  .description('change proxy settings live (all or none)')
+  .action(async (settings: string[]) => {
+    await call(target(program.opts()), 'POST', '/api/settings', { settings });
+    console.log(`Applied: ${settings.join(' ')}.`);
+  });
+
+program
+  .command('weight')
+  .argument('<hostname=n>', 'e.g. web_dynamic-1=3')
+  .description("set a replica's round-robin weight (0..256)")
+  .action(async (arg: string) => {
+    const m = /^([A-Za-z0-9_.-]+)=(\d+)$/.exec(arg);
+    if (!m) throw new CliError(`Expected <hostname>=<weight>, e.g. web_dynamic-1=3; got "${arg}".`, 2);
+    const s = await call(target(program.opts()), 'POST', `/api/replicas/${encodeURIComponent(m[1])}/weight`, { weight: Number(m[2]) });
+    const r = s.services.flatMap((x) => x.instances).find((x) => x.hostname === m[1] || x.hostname.startsWith(`${m[1]}-`));
+    console.log(`Weight of ${r?.hostname ?? m[1]} is now ${r?.weight ?? m[2]}.`);
+  });
+
+program
+  .command('runtime')
+  .argument('<command...>', 'e.g. show stat')
+  .description("run one command on HAProxy's Runtime API (allow-listed)")
+  .action(async (words: string[]) => {
+    const r = await call<{ output: string }>(target(program.opts()), 'POST', '/api/proxy/runtime', { command: words.join(' ') });
+    process.stdout.write(r.output.endsWith('\n') ? r.output : `${r.output}\n`);
   });
 
 try {

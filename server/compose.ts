@@ -10,6 +10,8 @@ import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
 import type { Topology } from '../lab/topology.ts';
 import { createLabServer } from './app.ts';
 import { WEB_DIST } from './build-web.ts';
+import { loadLessons } from './lessons.ts';
+import { proxyAvailability, proxyFactory } from './proxies.ts';
 import { removeStateFile, writeStateFile } from './state-file.ts';
 
 export interface LabConfig {
@@ -52,8 +54,24 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   const bus = new EventBus();
   const runtime = new ProcessRuntime({ sessionId, stateDir: config.stateDir });
   const proxy = new EmbeddedProxy({ bus });
-  const lab = new Lab({ runtime, proxy, bus, sessionId, proxyListen: { host: config.host, port: config.proxyPort }, topology: config.topology });
-  const server = createLabServer({ lab, bus, token, staticDir: config.staticDir ?? WEB_DIST });
+  const lessons = loadLessons();
+  const lab = new Lab({
+    runtime,
+    proxy,
+    proxyFactory: proxyFactory({ bus, stateDir: config.stateDir, sessionId }),
+    bus,
+    sessionId,
+    proxyListen: { host: config.host, port: config.proxyPort },
+    topology: config.topology,
+  });
+  const server = createLabServer({
+    lab,
+    bus,
+    token,
+    staticDir: config.staticDir ?? WEB_DIST,
+    lessons,
+    proxies: proxyAvailability,
+  });
 
   let port = 0;
   let swept = 0;

@@ -7,7 +7,13 @@
  *   GET  /api/status                          -> LabStatus
  *   POST /api/services/:service/scale {replicas: 0..10}  -> LabStatus (after all replicas are ready)
  *   POST /api/replicas/:hostname/kill         -> LabStatus
- *   POST /api/reset                           -> LabStatus (the default topology)
+ *   POST /api/reset {lesson?: slug}           -> LabStatus (that lesson's starting topology, else the default)
+ *   POST /api/settings {settings: ["sticky=on", "web_dynamic.algorithm=hash", ...]} -> LabStatus
+ *   POST /api/replicas/:hostname/weight {weight: 0..256} -> LabStatus
+ *   GET  /api/proxies                         -> ProxyInfo[]
+ *   POST /api/proxy {driver}                  -> LabStatus (engine swapped, replicas kept)
+ *   GET  /api/proxy/config                    -> {driver, text} (haproxy.cfg or Traefik-style YAML)
+ *   POST /api/proxy/runtime {command}         -> {output} (HAProxy Runtime API, allow-listed commands)
  *
  * socket.io (connect with `auth: { token }`): the server sends
  *   `status`  LabStatus        on connect and whenever it changes
@@ -34,6 +40,16 @@ export interface EventBatch {
   logsDropped: number;
   connections: Array<({ type: 'opened' } & ConnectionOpened) | ({ type: 'closed' } & ConnectionClosed)>;
   replicas: Array<{ type: 'started' | 'stopped' | 'crashed' } & ReplicaEvent>;
+}
+
+/** A proxy engine and whether it can run on this machine. */
+export interface ProxyInfo {
+  name: 'embedded' | 'haproxy' | 'traefik';
+  available: boolean;
+  /** When not available: why, and how to get it (a sentence). */
+  reason?: string;
+  /** e.g. `HAProxy 2.6.12`. */
+  version?: string;
 }
 
 export type { LabStatus };

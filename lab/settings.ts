@@ -1,0 +1,102 @@
+/**
+ * Proxy settings as people type them: `sticky=on`, `web_dynamic.sticky.cookie=lab_pin`,
+ * `algorithm=hash`, `hash.header=X-Session-ID`, `hash.type=map-based`. One parser for the REST
+ * API and the CLI, so both refuse the same input with the same sentence (naming the field).
+ */
+import { z } from 'zod';
+import { Algorithm, CookieName, HashType, HeaderName, ServiceName, type Balancer, type Topology } from './topology.ts';
+
+/** A setting name as typed, and the Balancer field it sets. */
+const SETTINGS = {
+  algorithm: 'algorithm',
+  sticky: 'sticky',
+  'sticky.cookie': 'stickyCookie',
+  'hash.header': 'hashHeader',
+  'hash.type': 'hashType',
+} as const satisfies Record<string, keyof Balancer>;
+export type SettingName = keyof typeof SETTINGS;
+export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[];
+
+const OnOff = z.enum(['on', 'off', 'true', 'false'], { error: 'sticky must be on or off' }).transform((v) => v === 'on' || v === 'true');
+
+/** Validators of each setting's value, as text. */
+const VALUE: Record<SettingName, z.ZodType<unknown>> = {
+  algorithm: Algorithm,
+  sticky: OnOff,
+  // `default` clears a custom name: the driver's default name applies again.
+  'sticky.cookie': z.union([z.literal('default').transform(() => undefined), CookieName]),
+  'hash.header': HeaderName,
+  'hash.type': HashType,
+};
+
+/** One validated change: a Balancer field for every service (service undefined) or for one. */
+export interface SettingChange {
+  service?: ServiceName;
+  field: keyof Balancer;
+  /** undefined clears the value (only for stickyCookie). */
+  value: Balancer[keyof Balancer] | undefined;
+  /** The text the user typed, for messages. */
+  text: string;
+}
+
+/** Thrown for a setting that cannot be parsed; the message names the field and what is allowed. */
+export class SettingError extends Error {
+  override name = 'SettingError';
+}
+
+/**
+ * Parses `[<service>.]<setting>=<value>`.
+ * @throws SettingError with a sentence, e.g. `Unknown setting "stiky"; known: algorithm, sticky, ...`.
+ */
+export function parseSetting(text: string): SettingChange {
+  if (typeof text !== 'string' || text.length > 200) throw new SettingError('A setting is text of at most 200 characters, like sticky=on.');
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new SettingError(`Expected <setting>=<value>, e.g. sticky=on; got "${text.slice(0, 60)}".`);
+  const key = text.slice(0, eq).trim();
+  const raw = text.slice(eq + 1).trim();
+  let service: ServiceName | undefined;
+  let name = key;
+  const dot = key.indexOf('.');
+  if (dot > 0) {
+    const maybeService = ServiceName.safeParse(key.slice(0, dot));
+    if (maybeService.success) {
+      service = maybeService.data;
+      name = key.slice(dot + 1);
+    }
+  }
+  if (!(name in SETTINGS)) {
+    throw new SettingError(
+      `Unknown setting "${name.slice(0, 40)}"; known: ${SETTING_NAMES.join(', ')} (prefix with a service, e.g. web_dynamic.sticky=on, to set one service only).`,
+    );
+  }
+  const setting = name as SettingName;
+  const parsed = VALUE[setting].safeParse(raw);
+  if (!parsed.success) {
+    throw new SettingError(`${setting}: ${parsed.error.issues[0]?.message ?? 'invalid value'} (got "${raw.slice(0, 40)}").`);
+  }
+  return { service, field: SETTINGS[setting], value: parsed.data as SettingChange['value'], text };
+}
+
+/** Returns a new topology with the changes applied (proxy-wide or per service). Pure. */
+export function applySettings(topology: Topology, changes: readonly SettingChange[]): Topology {
+  const next: Topology = structuredClone(topology);
+  for (const c of changes) {
+    if (c.service) {
+      const spec = next.services[c.service];
+      if (!spec) continue;
+      const balancer = { ...(spec.balancer ?? {}) } as Record<string, unknown>;
+      if (c.value === undefined) delete balancer[c.field];
+      else balancer[c.field] = c.value;
+      spec.balancer = balancer as Partial<Balancer>;
+    } else {
+      const proxy = next.proxy as Record<string, unknown>;
+      if (c.value === undefined) delete proxy[c.field];
+      else proxy[c.field] = c.value;
+      // A proxy-wide setting wins over earlier per-service overrides of the same field.
+      for (const spec of Object.values(next.services)) {
+        if (spec?.balancer) delete (spec.balancer as Record<string, unknown>)[c.field];
+      }
+    }
+  }
+  return next;
+}
