@@ -2,8 +2,10 @@
  * ProcessRuntime against real child processes (the real demo backends and a few broken fixtures).
  * No mocks, no sleeps: every wait is for an event (exit, log line) or a promise settling.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -26,6 +28,16 @@ function newRuntime(opts: Partial<ProcessRuntimeOptions> = {}): ProcessRuntime {
   runtimes.push(runtime);
   return runtime;
 }
+
+/** PHP CLI with sessions on this machine? The php tests need it (CI installs php-cli) and say so when skipped. */
+const HAS_PHP = (() => {
+  try {
+    return execFileSync('php', ['-r', 'echo extension_loaded("session") ? "yes" : "no";'], { encoding: 'utf8' }) === 'yes';
+  } catch {
+    return false;
+  }
+})();
+if (!HAS_PHP) console.warn('php (with its session extension) is not on PATH: the php -S tests of session_php are skipped.');
 
 interface ExitRecord {
   code: number | null;
@@ -383,3 +395,259 @@ describe('ProcessRuntime', () => {
     expect(() => new ProcessRuntime({ sessionId: '../x', stateDir })).toThrow(/sessionId must be/);
   });
 });
+
+// ---------------------------------------------------------------- session_php: php -S, or its Express stand-in
+
+/** The session.save_path a php replica was started with, read from its real command line. */
+function savePathOf(pid: number): string {
+  const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  const arg = args.find((a) => a.startsWith('session.save_path='));
+  expect(arg, `command line of ${pid}: ${args.join(' ')}`).toBeDefined();
+  return arg!.slice('session.save_path='.length);
+}
+
+/** PHPSESSID=<id> from a response's Set-Cookie, or null. */
+function sessionCookie(res: Response): string | null {
+  for (const c of res.headers.getSetCookie()) {
+    const m = /^PHPSESSID=([^;]*)/.exec(c);
+    if (m) return m[1];
+  }
+  return null;
+}
+
+interface SessionView {
+  hostname: string;
+  user: string | null;
+  sessionId: string | null;
+  knownSession: boolean;
+  visits: number;
+}
+
+async function sessionGet(port: number, cookie?: string): Promise<{ res: Response; body: SessionView }> {
+  const res = await fetch(`http://127.0.0.1:${port}/`, { headers: cookie ? { cookie: `PHPSESSID=${cookie}` } : {} });
+  expect(res.status).toBe(200);
+  return { res, body: (await res.json()) as SessionView };
+}
+
+async function sessionLogin(port: number, user: string): Promise<{ res: Response; body: SessionView; id: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+  expect(res.status).toBe(200);
+  const id = sessionCookie(res);
+  expect(id).toMatch(/^[a-v0-9]{26}$/);
+  return { res, body: (await res.json()) as SessionView, id: id! };
+}
+
+/** A server holding a port, answering /health 200 as someone else (what a php replica must not mistake for itself). */
+async function portHolder(): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'x-served-by': 'intruder', 'content-type': 'application/json' }).end('{"status":"ok"}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe('ProcessRuntime: session_php', () => {
+  test.skipIf(!HAS_PHP)('runs php -S replicas, each with its own session directory: a login on one is unknown to the other', async () => {
+    const sessionId = `php${process.pid}-${++sessionCounter}`;
+    const runtime = newRuntime({ sessionId });
+    const ra = recorder();
+    const rb = recorder();
+    const [a, b] = await Promise.all([
+      runtime.start({ service: 'session_php', hostname: 'session_php-1-aa' }, ra.hooks),
+      runtime.start({ service: 'session_php', hostname: 'session_php-2-bb' }, rb.hooks),
+    ]);
+    for (const h of [a, b]) {
+      pids.add(h.pid!);
+      expect(h.implementation).toMatch(/^php \d+\.\d+\.\d+/);
+      expect(h.host).toBe('127.0.0.1');
+    }
+    expect(a.port).not.toBe(b.port);
+    // Really php, really its built-in server, on the port the runtime picked.
+    const cmdline = fs.readFileSync(`/proc/${a.pid}/cmdline`, 'utf8').split('\0');
+    expect(cmdline.slice(1, 4)).toEqual(['-q', '-S', `127.0.0.1:${a.port}`]);
+    expect(cmdline.at(-2)).toMatch(/sandbox-images\/session_php\/router\.php$/);
+
+    // One session directory per replica, under the state dir, named after this run.
+    const runDir = path.join(stateDir, `php-sessions-${sessionId}`);
+    const [dirA, dirB] = [savePathOf(a.pid!), savePathOf(b.pid!)];
+    expect(path.dirname(dirA)).toBe(runDir);
+    expect(path.dirname(dirB)).toBe(runDir);
+    expect(dirA).not.toBe(dirB);
+    expect(fs.readdirSync(runDir).sort()).toEqual([path.basename(dirA), path.basename(dirB)].sort());
+
+    // Log in on A (through its own port): A knows the session, its file is in A's directory only.
+    const login = await sessionLogin(a.port, 'alice');
+    expect(login.res.headers.get('x-served-by')).toBe('session_php-1-aa');
+    expect(login.res.headers.get('x-session-backend')).toBe(a.implementation);
+    expect(login.body).toEqual({ hostname: 'session_php-1-aa', user: 'alice', sessionId: login.id, knownSession: false, visits: 1 });
+    expect((await sessionGet(a.port, login.id)).body).toMatchObject({ user: 'alice', sessionId: login.id, knownSession: true, visits: 2 });
+    expect(fs.readdirSync(dirA)).toEqual([`sess_${login.id}`]);
+    expect(fs.readdirSync(dirB)).toEqual([]);
+
+    // The same cookie on B: B has never heard of it.
+    const onB = await sessionGet(b.port, login.id);
+    expect(onB.res.headers.get('x-served-by')).toBe('session_php-2-bb');
+    expect(onB.body).toMatchObject({ hostname: 'session_php-2-bb', user: null, knownSession: false });
+
+    // Each php -S logs its requests (stdout) with its own name.
+    expect(await ra.line(/ POST \/login /)).toMatch(/^session_php-1-aa 127\.0\.0\.1 POST \/login 200 \d+ - [\d.]+ ms$/);
+    expect(await rb.line(/ GET \/ /)).toMatch(/^session_php-2-bb 127\.0\.0\.1 GET \/ 200 \d+ - [\d.]+ ms$/);
+    expect(readState(runtime.stateFile)?.replicas.map((r) => r.pid).sort()).toEqual([a.pid, b.pid].sort());
+
+    // stop(): the process group is gone and so is the replica's session directory.
+    await runtime.stop('session_php-1-aa');
+    expect(isGone(a.pid!)).toBe(true);
+    expect(ra.exits).toHaveLength(1);
+    expect(ra.exits[0].expected).toBe(true);
+    expect(fs.existsSync(dirA)).toBe(false);
+    expect(fs.existsSync(dirB)).toBe(true);
+    await runtime.stopAll();
+    expect(isGone(b.pid!)).toBe(true);
+    expect(fs.existsSync(runDir)).toBe(false);
+    expect(readState(runtime.stateFile)).toBeNull();
+  });
+
+  test('runs the Express stand-in when php is not found, and says so', async () => {
+    const sessionId = `nophp${process.pid}-${++sessionCounter}`;
+    const runtime = newRuntime({ sessionId, php: path.join(stateDir, 'no-such-dir', 'php') });
+    const ra = recorder();
+    const rb = recorder();
+    const [a, b] = await Promise.all([
+      runtime.start({ service: 'session_php', hostname: 'session_php-1-xa' }, ra.hooks),
+      runtime.start({ service: 'session_php', hostname: 'session_php-2-xb' }, rb.hooks),
+    ]);
+    for (const h of [a, b]) {
+      pids.add(h.pid!);
+      expect(h.implementation).toBe('express (php not found)');
+      expect(fs.readFileSync(`/proc/${h.pid}/cmdline`, 'utf8').split('\0')[1]).toMatch(/sandbox-images\/session_express\/server\.js$/);
+    }
+    expect(await ra.line(/^\[runtime\]/)).toMatch(/^\[runtime\] php not found \(.*ENOENT\): session_php runs on its Node stand-in \(express \(php not found\)\)$/);
+
+    const login = await sessionLogin(a.port, 'alice');
+    expect(login.res.headers.get('x-session-backend')).toBe('express (php not found)');
+    expect(login.body).toEqual({ hostname: 'session_php-1-xa', user: 'alice', sessionId: login.id, knownSession: false, visits: 1 });
+    expect((await sessionGet(a.port, login.id)).body).toMatchObject({ user: 'alice', knownSession: true });
+    const onB = await sessionGet(b.port, login.id);
+    expect(onB.res.headers.get('x-session-backend')).toBe('express (php not found)');
+    expect(onB.body).toMatchObject({ hostname: 'session_php-2-xb', user: null, knownSession: false });
+    expect(fs.existsSync(path.join(stateDir, `php-sessions-${sessionId}`))).toBe(false); // in memory: no directory
+
+    await runtime.stopAll();
+    for (const h of [a, b]) expect(isGone(h.pid!)).toBe(true);
+    expect(ra.exits).toEqual([{ code: 0, signal: null, expected: true }]);
+  });
+
+  test('php: null forces the stand-in too', async () => {
+    const runtime = newRuntime({ php: null });
+    const h = await runtime.start({ service: 'session_php', hostname: 'session_php-off' }, recorder().hooks);
+    pids.add(h.pid!);
+    expect(h.implementation).toBe('express (php not found)');
+    expect((await sessionGet(h.port)).res.headers.get('x-session-backend')).toBe('express (php not found)');
+    await runtime.stopAll();
+    expect(isGone(h.pid!)).toBe(true);
+  });
+
+  test.skipIf(!HAS_PHP)('a php replica whose port was taken is started again on another one, never fooled by the intruder', async () => {
+    const holder = await portHolder();
+    try {
+      let calls = 0;
+      const sessionId = `taken${process.pid}-${++sessionCounter}`;
+      // The first port handed out is held by another server that even answers /health 200.
+      const runtime = newRuntime({
+        sessionId,
+        pickPort: async () => (++calls === 1 ? holder.port : freePort()),
+      });
+      const rec = recorder();
+      const h = await runtime.start({ service: 'session_php', hostname: 'session_php-retry' }, rec.hooks);
+      pids.add(h.pid!);
+      expect(calls).toBe(2);
+      expect(h.port).not.toBe(holder.port);
+      expect(rec.lines).toContainEqual({ stream: 'stderr', text: `[runtime] port ${holder.port} was taken before php could bind it; trying another one` });
+      expect(rec.lines.some((l) => /Failed to listen on 127\.0\.0\.1:\d+ \(reason: Address already in use\)/.test(l.text))).toBe(true);
+      const res = await fetch(`http://127.0.0.1:${h.port}/health`);
+      expect(res.headers.get('x-served-by')).toBe('session_php-retry');
+      // Only the live replica's session directory is left.
+      expect(fs.readdirSync(path.join(stateDir, `php-sessions-${sessionId}`))).toEqual([path.basename(savePathOf(h.pid!))]);
+      await runtime.stopAll();
+      expect(isGone(h.pid!)).toBe(true);
+    } finally {
+      await holder.close();
+    }
+  });
+
+  test.skipIf(!HAS_PHP)('start() gives up after 5 taken ports, leaving no process and no directory', async () => {
+    const holder = await portHolder();
+    try {
+      const sessionId = `full${process.pid}-${++sessionCounter}`;
+      let calls = 0;
+      const runtime = newRuntime({ sessionId, pickPort: async () => (calls++, holder.port) });
+      const rec = recorder();
+      await expect(runtime.start({ service: 'session_php', hostname: 'session_php-nope' }, rec.hooks)).rejects.toThrow(
+        `session_php replica "session_php-nope" found no free port in 5 tries (the last, ${holder.port}, was taken before php could bind it).`,
+      );
+      expect(calls).toBe(5);
+      expect(fs.existsSync(path.join(stateDir, `php-sessions-${sessionId}`))).toBe(false);
+      expect(readState(runtime.stateFile)).toBeNull();
+      expect(rec.exits).toEqual([]);
+    } finally {
+      await holder.close();
+    }
+  });
+
+  test.skipIf(!HAS_PHP)('stop() while a php start waits for its port: start() rejects, nothing is spawned', async () => {
+    let handOut!: (port: number) => void;
+    let asked!: () => void;
+    const portAsked = new Promise<void>((resolve) => (asked = resolve));
+    const runtime = newRuntime({
+      pickPort: () => {
+        asked();
+        return new Promise<number>((resolve) => (handOut = resolve));
+      },
+    });
+    const rec = recorder();
+    const starting = runtime.start({ service: 'session_php', hostname: 'session_php-early' }, rec.hooks);
+    await portAsked;
+    const stopped = runtime.stop('session_php-early');
+    handOut(await freePort());
+    await expect(starting).rejects.toThrow('session_php replica "session_php-early" was stopped before it was ready.');
+    await stopped;
+    expect(rec.lines).toEqual([]);
+    expect(readState(runtime.stateFile)).toBeNull();
+  });
+
+  test.skipIf(!HAS_PHP)('sweep() kills the php replicas of an abandoned runtime and removes their session directories', async () => {
+    const sessionId = `oldphp${process.pid}-${++sessionCounter}`;
+    const abandoned = newRuntime({ sessionId });
+    const rec = recorder();
+    const h = await abandoned.start({ service: 'session_php', hostname: 'session_php-old' }, rec.hooks);
+    pids.add(h.pid!);
+    const runDir = path.join(stateDir, `php-sessions-${sessionId}`);
+    expect(fs.existsSync(savePathOf(h.pid!))).toBe(true);
+
+    expect(await newRuntime().sweep()).toBe(1);
+    expect(await rec.exited).toEqual({ code: null, signal: 'SIGKILL', expected: false });
+    expect(isGone(h.pid!)).toBe(true);
+    expect(fs.existsSync(runDir)).toBe(false);
+    expect(fs.existsSync(abandoned.stateFile)).toBe(false);
+  });
+});
+
+/** A port free a moment ago (what the runtime's default picker does). */
+async function freePort(): Promise<number> {
+  const server = http.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
