@@ -61,7 +61,7 @@ test('Reset lab restores the starting topology and clears the timeline', async (
   const before = new Set((await lab.status()).services.flatMap((s) => s.instances.map((i) => i.hostname)));
   await page.getByTestId('reset-lab').click();
   await expect(page.getByTestId('reset-lab')).toHaveText('Reset lab', { timeout: 60_000 });
-  await expect(page.getByText('Lab reset: web_static ×3, web_dynamic ×3.')).toBeVisible();
+  await expect(page.getByText('Lab reset to the start of “Round-robin”: web_static ×3, web_dynamic ×3.')).toBeVisible();
   await expect(dynamic.locator('[data-testid=replica-row][data-state=running]')).toHaveCount(3);
   await expect(dynamic.getByTestId('scale-input')).toHaveValue('3');
   await expect(timeline.getByTestId('timeline-mark')).toHaveCount(0);
