@@ -73,10 +73,24 @@ export class ProbeClient {
    * Sends `GET path` and resolves with the whole response once its body has been read.
    * @param path absolute path (with query) or URL, resolved against baseUrl.
    */
-  async get(path: string, opts: ProbeRequestOptions = {}): Promise<ProbeResponse> {
+  get(path: string, opts: ProbeRequestOptions = {}): Promise<ProbeResponse> {
+    return this.request('GET', path, opts);
+  }
+
+  /**
+   * Sends `POST path` with a JSON body (Content-Type application/json) and resolves with the
+   * whole response. Used by lesson checks to log in on a demo app.
+   */
+  post(path: string, json: unknown, opts: ProbeRequestOptions = {}): Promise<ProbeResponse> {
+    return this.request('POST', path, { ...opts, body: JSON.stringify(json), headers: { 'Content-Type': 'application/json', ...opts.headers } });
+  }
+
+  /** Sends one request; `body` (UTF-8 text) is sent with a Content-Length. */
+  async request(method: 'GET' | 'POST', path: string, opts: ProbeRequestOptions & { body?: string } = {}): Promise<ProbeResponse> {
     if (this.#closed) throw new Error('ProbeClient is closed.');
     const url = new URL(path, this.#base);
     const headers: Record<string, string> = { ...opts.headers };
+    if (opts.body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(opts.body));
     if (this.#mode === 'new') headers['Connection'] = 'close';
     if (this.jar) {
       const cookie = await this.jar.getCookieString(url.href);
@@ -85,9 +99,9 @@ export class ProbeClient {
     const timeoutMs = opts.timeoutMs ?? 30_000;
 
     const res = await new Promise<{ msg: http.IncomingMessage; body: string; localPort: number; reused: boolean }>((resolve, reject) => {
-      const req = http.request(url, { method: 'GET', agent: this.#agent, headers });
+      const req = http.request(url, { method, agent: this.#agent, headers });
       const timer = setTimeout(() => {
-        req.destroy(new Error(`GET ${url.href} got no complete response within ${timeoutMs} ms.`));
+        req.destroy(new Error(`${method} ${url.href} got no complete response within ${timeoutMs} ms.`));
       }, timeoutMs);
       req.on('socket', (s: net.Socket) => {
         if (!this.#sockets.has(s)) {
@@ -113,7 +127,7 @@ export class ProbeClient {
           resolve({ msg, body: Buffer.concat(chunks).toString('utf8'), localPort, reused });
         });
       });
-      req.end();
+      req.end(opts.body);
     });
 
     if (this.jar) {

@@ -15,6 +15,7 @@ import { LabError, type Lab } from '../lab/lab.ts';
 import { DriverName, ReplicaCount } from '../lab/topology.ts';
 import { EventStream } from './event-stream.ts';
 import type { LessonInfo } from './lessons.ts';
+import { CHECKS } from '../lab/checks.ts';
 import { BurstRequest, HashMovementRequest, measureHashMovement, runBurst } from '../lab/experiments.ts';
 import type { ProxyInfo } from './protocol.ts';
 
@@ -182,6 +183,13 @@ export function createLabServer(o: LabServerOptions): LabServer {
 
   api.get('/proxy/config', (_req, res) => {
     res.json(o.lab.proxyConfigText());
+  });
+
+  api.post('/checks/:id', async (req, res) => {
+    const check = CHECKS.get(String(req.params.id));
+    if (!check) throw new LabError(`Unknown check "${String(req.params.id).slice(0, 60)}". Checks: ${[...CHECKS.keys()].join(', ')}.`, 'not-found');
+    const status = o.lab.status();
+    res.json({ id: check.id, title: check.title, ...(await check.run({ proxyBase: `http://127.0.0.1:${status.proxy.port}`, status })) });
   });
 
   api.post('/probe', async (req, res) => {

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { Topology } from '../lab/topology.ts';
+import { CHECKS } from '../lab/checks.ts';
 import { REPO_ROOT } from './state-file.ts';
 
 export const LESSONS_DIR = path.join(REPO_ROOT, 'lessons');
@@ -16,6 +17,8 @@ const FrontMatter = z.object({
   order: z.number().int(),
   summary: z.string().optional(),
   topology: Topology.optional(),
+  /** Ids of checks in lab/checks.ts. */
+  checks: z.array(z.string()).optional(),
 });
 
 export interface LessonInfo {
@@ -25,6 +28,7 @@ export interface LessonInfo {
   order: number;
   /** The starting topology ("before"); undefined = the default topology. */
   topology?: Topology;
+  checks: string[];
 }
 
 /**
@@ -45,7 +49,9 @@ export function loadLessons(dir: string = LESSONS_DIR): LessonInfo[] {
       const issue = parsed.error.issues[0];
       throw new Error(`${file}: front matter field ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
     }
-    lessons.push({ slug, title: parsed.data.title, order: parsed.data.order, topology: parsed.data.topology });
+    const unknown = (parsed.data.checks ?? []).filter((id) => !CHECKS.has(id));
+    if (unknown.length) throw new Error(`${file}: unknown check(s) ${unknown.join(', ')}; known: ${[...CHECKS.keys()].join(', ')}.`);
+    lessons.push({ slug, title: parsed.data.title, order: parsed.data.order, topology: parsed.data.topology, checks: parsed.data.checks ?? [] });
   }
   return lessons.sort((a, b) => a.order - b.order);
 }

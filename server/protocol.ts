@@ -14,6 +14,9 @@
  *   POST /api/proxy {driver}                  -> LabStatus (engine swapped, replicas kept)
  *   GET  /api/proxy/config                    -> {driver, text} (haproxy.cfg or Traefik-style YAML)
  *   POST /api/proxy/runtime {command}         -> {output} (HAProxy Runtime API, allow-listed commands)
+ *   POST /api/probe {path, count, cookies, connection, header?} -> {results} (lab/experiments.ts)
+ *   POST /api/experiments/hash-movement {type, service?, ids?, from?} -> HashMovementResult
+ *   POST /api/checks/:id                      -> {id, title, ok, message} (a lesson check, lab/checks.ts)
  *
  * socket.io (connect with `auth: { token }`): the server sends
  *   `status`  LabStatus        on connect and whenever it changes
