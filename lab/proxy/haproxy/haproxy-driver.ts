@@ -1,0 +1,737 @@
+/**
+ * The HAProxy driver: the real `haproxy` binary (2.6 or newer) in front of the replicas.
+ *
+ * - start(): haproxy.cfg rendered from the neutral configuration (render.ts) into `workDir`,
+ *   checked with `haproxy -c -f`, then `haproxy -W -db -f haproxy.cfg` (master-worker, foreground),
+ *   spawned with an argument array in its own process group. Ready = the Runtime API socket answers
+ *   `show info` AND the entrypoint accepts a TCP connection; both are awaited, nothing is slept for.
+ * - apply(): the new text is checked with `haproxy -c` first; a refused configuration never replaces
+ *   the running one. Then the Runtime API where HAProxy 2.6 can make the change live (weights, a
+ *   server added to a non-sticky dynamic backend, a server removed after it drained), else a reload
+ *   (SIGUSR2 to the master; awaited until `show info` names a new worker). runtime-plan.ts says
+ *   which and why. haproxy.cfg on disk always holds the running configuration.
+ * - events: HAProxy's access log (render.ts LOG_FORMAT, streamed on the master's stdout) becomes one
+ *   `request:completed` per line, and every line a `log:line` (source `proxy`, stream `access`);
+ *   HAProxy's NOTICE/WARNING/ALERT lines are `log:line` stream `stderr`; what the driver itself does
+ *   (Runtime API commands it sent, reloads) is `log:line` stream `stdout`. There are no
+ *   connection events: HAProxy does not report single TCP connections.
+ * - runtimeCommand(): the lesson console, an allow-list of Runtime API commands (runtime-api.ts).
+ *
+ * Differences from the embedded proxy worth knowing in a lesson: a dead server gives HAProxy's
+ * `503 Service Unavailable` (termination state SC) where Traefik answers 502; a service with no
+ * server is also 503, as an HTML page; round-robin restarts from the first server after a reload.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import readline from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { EventBus, RequestCompleted } from '../../events.ts';
+import type { ProxyCapabilities, ProxyConfig, ProxyDriver, StickyCookie } from '../../seams.ts';
+import { errorOf, parseAccessLog, type HaproxyAccessLog } from './log-line.ts';
+import { buildHaproxyModel, type HaproxyModel } from './render.ts';
+import { checkRuntimeCommand, parseServersConn, parseShowInfo, runtimeApiRequest } from './runtime-api.ts';
+import { planRuntimeChanges, stepCommands, type RuntimeStep } from './runtime-plan.ts';
+
+export interface HaproxyDriverOptions {
+  /** Where every event goes. */
+  bus: EventBus;
+  /** Directory for haproxy.cfg and the Runtime API socket (created, mode 0700). Its path must be short (a unix socket path has at most 107 bytes). */
+  workDir: string;
+  /** The haproxy binary: a path, or a name looked up on PATH. Default `haproxy`. */
+  haproxyPath?: string;
+  /** Port of the stats page on 127.0.0.1. Default: a free port chosen at start. */
+  statsPort?: number;
+  /** How long start() and a reload wait for HAProxy to be ready, in ms. Default 15000. */
+  readyTimeoutMs?: number;
+  /** How long a removed server may take to finish its requests before they are cut, in ms. Default 10000. */
+  drainTimeoutMs?: number;
+}
+
+/** The oldest HAProxy this driver's configuration needs (`host_only`, `idle-close-on-response`). */
+export const MIN_HAPROXY_VERSION = [2, 6] as const;
+/** Messages of the stderr tail kept to explain a failed start or reload. */
+const TAIL_LINES = 12;
+/** Longest path a unix socket may have on Linux (sun_path is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
+/** Names remembered for log lines of replaced configurations, at most (older ones are dropped). */
+const MAX_REMEMBERED_NAMES = 5000;
+
+/** What the running HAProxy is. */
+interface Running {
+  child: ChildProcess;
+  /** Master pid, also its process group id. */
+  pid: number;
+  /** Current worker's pid (from `show info`). */
+  workerPid: number;
+  port: number;
+  host: string;
+  statsPort: number;
+  /** The configuration in force (neutral, with the bound port) and its model. */
+  config: ProxyConfig;
+  model: HaproxyModel;
+  /** Resolves when the master has exited. */
+  exited: Promise<{ code: number | null; signal: string | null }>;
+  /** stop() signalled it: its exit is expected. */
+  stopRequested: boolean;
+}
+
+/** Runs a program with an argument array (never a shell); resolves with its exit code and output. */
+function run(file: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; error?: NodeJS.ErrnoException }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: timeoutMs, maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
+      if (e && typeof e.code === 'string') resolve({ code: null, stdout: String(stdout), stderr: String(stderr), error: e });
+      else resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+/** Signals a process group; one that is gone is not an error. */
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+/** True while any process of the group exists. */
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A TCP port nobody listens on right now, on `host`. */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves true if a TCP connection to host:port opens within timeoutMs. */
+function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+/**
+ * HAProxy's ALERT/WARNING lines (or all lines when there are none) without their
+ * `[ALERT]    (1234) : config : ` prefix, joined with ` | `, for error sentences. The summary lines
+ * HAProxy adds after its real errors ("Error(s) found", "Fatal errors found") are left out.
+ */
+export function alertText(lines: string[]): string {
+  const alerts = lines.filter((l) => /^\[(ALERT|WARNING)\]/.test(l));
+  const shown = (alerts.length > 0 ? alerts : lines)
+    .map((l) => l.replace(/^\[(\w+)\]\s+\(\d+\)\s*:\s*(config\s*:\s*)?/, '$1: ').trim())
+    .filter((l) => l !== '' && !/(Error\(s\) found in configuration file|Fatal errors found in configuration)/.test(l));
+  return shown.join(' | ');
+}
+
+function writeFileAtomic(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text, { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The HAProxy driver (`name: 'haproxy'`). One instance runs one HAProxy; start() it, apply() new
+ * configurations while it runs, stop() it. See the module comment.
+ */
+export class HaproxyDriver implements ProxyDriver {
+  readonly name = 'haproxy' as const;
+  readonly capabilities: ProxyCapabilities = {
+    roundRobin: true,
+    weights: true,
+    leastConnections: true,
+    stickyCookie: true,
+    headerHash: true,
+    activeHealthCheck: false,
+    retry: false,
+    perRequestEvents: true,
+    connectionEvents: false,
+    runtimeApi: true,
+  };
+
+  readonly #bus: EventBus;
+  readonly #workDir: string;
+  readonly #haproxyPath: string;
+  readonly #statsPortOption: number | undefined;
+  readonly #readyTimeoutMs: number;
+  readonly #drainTimeoutMs: number;
+  readonly #cfgPath: string;
+  readonly #nextPath: string;
+  readonly #socketPath: string;
+  #running: Running | null = null;
+  #starting = false;
+  #stopping = false;
+  #stopped: Promise<void> | null = null;
+  /** apply() and mutating console commands run one at a time, in order. */
+  #queue: Promise<unknown> = Promise.resolve();
+  /** A console command changed the running state: the next apply() reloads to restore haproxy.cfg. */
+  #dirty = false;
+  #requestSeq = 0;
+  /** Recent HAProxy messages (not access lines), to explain failures. */
+  #tail: string[] = [];
+  /** Called with every HAProxy message line (not access lines). */
+  readonly #lineWatchers = new Set<(line: string) => void>();
+  /** Names seen in any configuration of this run, for log lines of old workers too. */
+  #serviceOf = new Map<string, string>();
+  #routerOf = new Map<string, string>();
+  #hostnameOf = new Map<string, string>();
+  #cookieOf = new Map<string, StickyCookie>();
+  #frontends = new Set<string>();
+
+  /**
+   * @param opts.bus the lab's event bus.
+   * @param opts.workDir directory for haproxy.cfg and the stats socket (created if missing).
+   * @param opts.haproxyPath the haproxy binary (default `haproxy` on PATH).
+   * @throws Error if the socket path inside workDir would be too long for a unix socket.
+   */
+  constructor(opts: HaproxyDriverOptions) {
+    this.#bus = opts.bus;
+    this.#workDir = path.resolve(opts.workDir);
+    this.#haproxyPath = opts.haproxyPath ?? 'haproxy';
+    this.#statsPortOption = opts.statsPort;
+    this.#readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
+    this.#drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
+    this.#cfgPath = path.join(this.#workDir, 'haproxy.cfg');
+    this.#nextPath = path.join(this.#workDir, 'haproxy.next.cfg');
+    this.#socketPath = path.join(this.#workDir, 'haproxy.sock');
+    if (Buffer.byteLength(this.#socketPath) > MAX_SOCKET_PATH) {
+      throw new Error(
+        `The HAProxy work directory ${this.#workDir} is too long for its Runtime API socket (a unix socket path has at most ${MAX_SOCKET_PATH} bytes); use a shorter directory.`,
+      );
+    }
+  }
+
+  /**
+   * Whether HAProxy 2.6+ can run here: runs `<haproxyPath> -v`.
+   * @returns `{ok: true, version}` (e.g. `2.6.12-1+deb12u4`) or `{ok: false, reason}`, a sentence
+   *   saying how to install it.
+   */
+  static async available(haproxyPath = 'haproxy'): Promise<{ ok: true; version: string } | { ok: false; reason: string }> {
+    const r = await run(haproxyPath, ['-v'], 10_000);
+    if (r.error) {
+      if (r.error.code === 'ENOENT') {
+        return haproxyPath === 'haproxy'
+          ? { ok: false, reason: 'haproxy was not found on PATH; install it with `apt-get install haproxy`.' }
+          : { ok: false, reason: `haproxy was not found at ${haproxyPath}; install it with \`apt-get install haproxy\` or fix the path.` };
+      }
+      return { ok: false, reason: `${haproxyPath} -v could not run (${r.error.code ?? r.error.message}); check the haproxy installation.` };
+    }
+    const m = /HA-?Proxy version (\S+)/i.exec(r.stdout + r.stderr);
+    if (!m) return { ok: false, reason: `${haproxyPath} -v did not print an HAProxy version; is it really HAProxy?` };
+    const [major, minor] = m[1].split('.').map((n) => parseInt(n, 10));
+    const [needMajor, needMinor] = MIN_HAPROXY_VERSION;
+    if (!(major > needMajor || (major === needMajor && minor >= needMinor))) {
+      return { ok: false, reason: `HAProxy ${m[1]} is too old; the lab needs ${needMajor}.${needMinor} or newer (apt-get install haproxy on Debian 12).` };
+    }
+    return { ok: true, version: m[1] };
+  }
+
+  /** The port HAProxy listens on for the entrypoint, or null when stopped. */
+  get port(): number | null {
+    return this.#running?.port ?? null;
+  }
+
+  /** The master process id (also the process group id), or null when stopped. */
+  get pid(): number | null {
+    return this.#running?.pid ?? null;
+  }
+
+  /** The current worker's process id, or null when stopped. */
+  get workerPid(): number | null {
+    return this.#running?.workerPid ?? null;
+  }
+
+  /** The stats page, `http://127.0.0.1:<statsPort>/`, or null when stopped. */
+  get statsUrl(): string | null {
+    return this.#running ? `http://127.0.0.1:${this.#running.statsPort}/` : null;
+  }
+
+  /** The haproxy.cfg text in force (the file on disk holds the same), or '' when stopped. */
+  get configText(): string {
+    return this.#running?.model.text ?? '';
+  }
+
+  /** Absolute path of haproxy.cfg. */
+  get configPath(): string {
+    return this.#cfgPath;
+  }
+
+  /** Absolute path of the Runtime API socket. */
+  get socketPath(): string {
+    return this.#socketPath;
+  }
+
+  /**
+   * The haproxy.cfg text for `config`, as this driver would run it: while running, with the bound
+   * entrypoint port and the stats port in force (the Lab shows this text). Pure apart from reading
+   * those two ports.
+   * @throws Error (a sentence) for a value that cannot be written into haproxy.cfg.
+   */
+  render(config: ProxyConfig): string {
+    return this.#model(config).text;
+  }
+
+  #model(config: ProxyConfig): HaproxyModel {
+    const r = this.#running;
+    const effective: ProxyConfig = r ? { ...config, entrypoint: { ...config.entrypoint, host: r.host, port: r.port } } : config;
+    return buildHaproxyModel(effective, { statsSocket: this.#socketPath, statsPort: r?.statsPort ?? this.#statsPortOption ?? 0 });
+  }
+
+  /**
+   * Starts HAProxy on `config.entrypoint` (port 0 = a free port) and resolves with the port once it
+   * is ready (Runtime API answers and the port accepts connections).
+   * @throws Error (rejects) with a sentence: already started, haproxy missing, a configuration
+   *   HAProxy refuses (with its own error lines), the port in use, or not ready in time. Nothing is
+   *   left running after a failed start.
+   */
+  async start(config: ProxyConfig): Promise<number> {
+    if (this.#running || this.#starting) throw new Error(`HAProxy is already started (port ${this.#running?.port ?? 'pending'}); stop it first.`);
+    this.#starting = true;
+    try {
+      const found = await HaproxyDriver.available(this.#haproxyPath);
+      if (!found.ok) throw new Error(found.reason);
+      fs.mkdirSync(this.#workDir, { recursive: true, mode: 0o700 });
+      const { host } = config.entrypoint;
+      const autoPort = config.entrypoint.port === 0;
+      const autoStats = this.#statsPortOption === undefined;
+      for (let attempt = 1; ; attempt++) {
+        const port = autoPort ? await freePort(host) : config.entrypoint.port;
+        const statsPort = autoStats ? await freePort('127.0.0.1') : this.#statsPortOption!;
+        const effective: ProxyConfig = { ...config, entrypoint: { ...config.entrypoint, port } };
+        const model = buildHaproxyModel(effective, { statsSocket: this.#socketPath, statsPort });
+        writeFileAtomic(this.#nextPath, model.text);
+        await this.#check(this.#nextPath);
+        fs.renameSync(this.#nextPath, this.#cfgPath);
+        fs.rmSync(this.#socketPath, { force: true });
+        try {
+          await this.#spawn({ host, port, statsPort, config: effective, model });
+          return port;
+        } catch (err) {
+          const inUse = (err as { addrInUse?: 'entrypoint' | 'stats' }).addrInUse;
+          // A free port picked a moment ago may have been taken since: pick again (a few times).
+          if (inUse && attempt < 3 && ((inUse === 'entrypoint' && autoPort) || (inUse === 'stats' && autoStats))) continue;
+          throw err;
+        }
+      }
+    } finally {
+      this.#starting = false;
+    }
+  }
+
+  /** `haproxy -c -f <file>`; rejects with HAProxy's own error lines. */
+  async #check(file: string): Promise<void> {
+    const r = await run(this.#haproxyPath, ['-c', '-f', file], 30_000);
+    if (r.error) throw new Error(`haproxy -c could not run (${r.error.code ?? r.error.message}).`);
+    if (r.code !== 0) {
+      const lines = `${r.stdout}\n${r.stderr}`
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !/^\[NOTICE\]/.test(l))
+        .map((l) => l.split(file).join(path.basename(file)));
+      throw new Error(`HAProxy refused the configuration: ${alertText(lines) || `haproxy -c exited with code ${r.code}`}`);
+    }
+  }
+
+  async #spawn(s: { host: string; port: number; statsPort: number; config: ProxyConfig; model: HaproxyModel }): Promise<void> {
+    this.#tail = [];
+    const child = spawn(this.#haproxyPath, ['-W', '-db', '-f', this.#cfgPath], {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: this.#workDir,
+    });
+    if (child.pid === undefined) {
+      const err = await new Promise<Error>((resolve) => child.once('error', resolve));
+      throw new Error(`Could not start ${this.#haproxyPath}: ${err.message}.`);
+    }
+    const pid = child.pid;
+    let exitInfo: { code: number | null; signal: string | null } | null = null;
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+      child.once('exit', (code, signal) => {
+        exitInfo = { code, signal };
+        resolve(exitInfo);
+      });
+    });
+    child.on('error', (err) => this.#note('stderr', `haproxy: ${err.message}`));
+    readline.createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (l) => this.#onLine(l));
+    readline.createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (l) => this.#onLine(l));
+    this.#remember(s.model);
+
+    let workerPid: number;
+    try {
+      workerPid = await this.#awaitReady(s.host, s.port, null, exited);
+    } catch (err) {
+      if (!exitInfo) signalGroup(pid, 'SIGKILL');
+      await exited;
+      await this.#awaitGroupGone(pid);
+      fs.rmSync(this.#socketPath, { force: true });
+      const tail = alertText(this.#tail);
+      const bindFailed = this.#tail.find((l) => /cannot bind socket/.test(l) && /Address already in use/.test(l));
+      if (bindFailed) {
+        const isStats = bindFailed.includes(`:${s.statsPort}]`) && !bindFailed.includes(`:${s.port}]`);
+        const e = new Error(
+          isStats
+            ? `HAProxy cannot listen on 127.0.0.1:${s.statsPort} for its stats page: the port is already in use by another program.`
+            : `HAProxy cannot listen on ${s.host}:${s.port}: port ${s.port} is already in use by another program. ` +
+                `Choose another port with the environment variable LAB_PROXY_PORT (for example LAB_PROXY_PORT=${s.port + 1}), or stop the program that uses port ${s.port}.`,
+        );
+        (e as { addrInUse?: string }).addrInUse = isStats ? 'stats' : 'entrypoint';
+        throw e;
+      }
+      throw new Error(`${errorText(err)}${tail ? ` HAProxy said: ${tail}` : ''}`);
+    }
+    const running: Running = { child, pid, workerPid, port: s.port, host: s.host, statsPort: s.statsPort, config: structuredClone(s.config), model: s.model, exited, stopRequested: false };
+    this.#running = running;
+    void exited.then((info) => {
+      if (this.#running !== running || running.stopRequested) return;
+      // Not asked to stop: HAProxy died (killed from outside, or crashed).
+      this.#running = null;
+      fs.rmSync(this.#socketPath, { force: true });
+      signalGroup(pid, 'SIGKILL');
+      this.#note('stderr', `HAProxy exited unexpectedly (${info.signal ? `signal ${info.signal}` : `exit code ${info.code}`}); the proxy is down until it is started again.`);
+    });
+  }
+
+  /**
+   * Awaits a worker other than `oldWorker` answering `show info` on the socket, and the entrypoint
+   * accepting a connection. Resolves with the worker's pid.
+   */
+  async #awaitReady(host: string, port: number, oldWorker: number | null, exited: Promise<unknown>): Promise<number> {
+    const deadline = Date.now() + this.#readyTimeoutMs;
+    let gone = false;
+    void exited.then(() => (gone = true));
+    let backoff = 10;
+    let last = 'the Runtime API socket did not answer yet';
+    for (;;) {
+      if (gone) throw new Error('HAProxy exited before it was ready.');
+      if (Date.now() > deadline) throw new Error(`HAProxy was not ready within ${this.#readyTimeoutMs} ms: ${last}.`);
+      try {
+        const info = parseShowInfo(await runtimeApiRequest(this.#socketPath, 'show info', 2000));
+        const pid = Number(info.get('Pid'));
+        if (!Number.isInteger(pid) || pid <= 0) last = '`show info` named no worker';
+        else if (pid === oldWorker) last = `the old worker ${pid} still answers`;
+        else if (!(await canConnect(host, port, 2000))) last = `${host}:${port} did not accept a connection`;
+        else return pid;
+      } catch (err) {
+        last = errorText(err);
+      }
+      await Promise.race([delay(backoff), exited]);
+      backoff = Math.min(backoff * 2, 100);
+    }
+  }
+
+  /** Waits (bounded) until no process of the group is left, SIGKILLing it after a grace period. */
+  async #awaitGroupGone(pgid: number): Promise<void> {
+    const start = Date.now();
+    let killed = false;
+    while (groupAlive(pgid)) {
+      if (!killed && Date.now() - start > 3000) {
+        signalGroup(pgid, 'SIGKILL');
+        killed = true;
+      }
+      if (Date.now() - start > 10_000) throw new Error(`HAProxy processes of group ${pgid} are still running 10 s after SIGKILL.`);
+      await delay(10);
+    }
+  }
+
+  /**
+   * Makes the running HAProxy use `config` without failing requests in flight. The entrypoint is
+   * not changed (restart the proxy for that). Unchanged text: nothing happens. Otherwise the text
+   * is checked with `haproxy -c` first; then the Runtime API or a reload (runtime-plan.ts).
+   * @throws Error (rejects) with HAProxy's error text for a configuration it refuses (the running
+   *   configuration and haproxy.cfg stay as they were), or when HAProxy is not running.
+   */
+  apply(config: ProxyConfig): Promise<void> {
+    return this.#enqueue(() => this.#apply(config));
+  }
+
+  #enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#queue.then(fn, fn);
+    this.#queue = p.catch(() => undefined);
+    return p;
+  }
+
+  async #apply(config: ProxyConfig): Promise<void> {
+    const r = this.#running;
+    if (!r || this.#stopping) throw new Error('HAProxy is not running; start the proxy before applying a configuration.');
+    const model = this.#model(config);
+    if (model.text === r.model.text && !this.#dirty) return;
+    writeFileAtomic(this.#nextPath, model.text);
+    try {
+      await this.#check(this.#nextPath);
+    } catch (err) {
+      fs.rmSync(this.#nextPath, { force: true });
+      throw err;
+    }
+    const plan = this.#dirty ? { kind: 'reload' as const, reason: 'a console command changed the running state', disable: [] } : planRuntimeChanges(r.model, model);
+    if (plan.kind === 'none') {
+      fs.rmSync(this.#nextPath, { force: true });
+      return;
+    }
+    this.#remember(model);
+    if (plan.kind === 'runtime') {
+      try {
+        for (const step of plan.steps) await this.#runStep(step);
+        fs.renameSync(this.#nextPath, this.#cfgPath);
+        r.config = structuredClone({ ...config, entrypoint: r.config.entrypoint });
+        r.model = model;
+        return;
+      } catch (err) {
+        this.#note('stdout', `[lab] the Runtime API could not finish (${errorText(err)}); reloading instead`);
+      }
+    } else {
+      // Servers leaving: no new request for them from the worker being replaced either.
+      for (const d of plan.disable) await this.#command(`disable server ${d.backend}/${d.server}`).catch(() => undefined);
+      this.#note('stdout', `[lab] reload: ${plan.reason}`);
+    }
+    await this.#reload(r, config, model);
+  }
+
+  async #reload(r: Running, config: ProxyConfig, model: HaproxyModel): Promise<void> {
+    const previous = r.model.text;
+    const oldWorker = r.workerPid;
+    // The replaced worker logs `Proxy <frontend> stopped` once it has stopped accepting connections.
+    const stoppedLine = new RegExp(`^\\[WARNING\\]\\s+\\(${oldWorker}\\) : Proxy ${r.model.names.frontend.replace(/[.]/g, '[.]')} stopped`);
+    const oldStopped = this.#watchFor((l) => stoppedLine.test(l));
+    fs.renameSync(this.#nextPath, this.#cfgPath);
+    const tailBefore = this.#tail.length;
+    try {
+      process.kill(r.pid, 'SIGUSR2');
+      r.workerPid = await this.#awaitReady(r.host, r.port, oldWorker, r.exited);
+    } catch (err) {
+      oldStopped.cancel();
+      // The master keeps the old worker when the new configuration fails to load: so does the file.
+      writeFileAtomic(this.#cfgPath, previous);
+      const said = alertText(this.#tail.slice(tailBefore));
+      throw new Error(`HAProxy did not reload: ${errorText(err)}${said ? ` HAProxy said: ${said}` : ''}`);
+    }
+    r.config = structuredClone({ ...config, entrypoint: r.config.entrypoint });
+    r.model = model;
+    this.#dirty = false;
+    // Until the old worker stops accepting, a new connection could still reach it (and its old
+    // configuration): await that too, so that after apply() every new connection gets the new one.
+    const deadline = Date.now() + this.#readyTimeoutMs;
+    let backoff = 5;
+    while (!oldStopped.seen && Date.now() < deadline) {
+      try {
+        process.kill(oldWorker, 0);
+      } catch {
+        break; // already gone
+      }
+      await Promise.race([oldStopped.promise, delay(backoff)]);
+      backoff = Math.min(backoff * 2, 100);
+    }
+    oldStopped.cancel();
+  }
+
+  /** Watches HAProxy's message lines for one that `match`es. */
+  #watchFor(match: (line: string) => boolean): { promise: Promise<void>; seen: boolean; cancel(): void } {
+    let resolve!: () => void;
+    const w = {
+      promise: new Promise<void>((r) => (resolve = r)),
+      seen: false,
+      cancel: () => this.#lineWatchers.delete(watcher),
+    };
+    const watcher = (line: string) => {
+      if (!match(line)) return;
+      w.seen = true;
+      this.#lineWatchers.delete(watcher);
+      resolve();
+    };
+    this.#lineWatchers.add(watcher);
+    return w;
+  }
+
+  /** Sends one Runtime API command the driver needs; rejects unless HAProxy's answer means success. */
+  async #command(command: string): Promise<string> {
+    this.#note('stdout', `[lab] Runtime API: ${command}`);
+    const answer = (await runtimeApiRequest(this.#socketPath, command)).trim();
+    const ok = command.startsWith('add server')
+      ? /New server registered/.test(answer)
+      : command.startsWith('del server')
+        ? /Server deleted/.test(answer)
+        : answer === '';
+    if (!ok) throw new Error(`"${command}" answered: ${answer || '(nothing)'}`);
+    return answer;
+  }
+
+  async #runStep(step: RuntimeStep): Promise<void> {
+    const [first, second] = stepCommands(step);
+    if (step.op !== 'remove') {
+      await this.#command(first);
+      if (second) await this.#command(second);
+      return;
+    }
+    // Removal: maintenance first (no new request; those in flight finish), then delete once drained.
+    await this.#command(first);
+    const deadline = Date.now() + this.#drainTimeoutMs;
+    let backoff = 10;
+    let cut = false;
+    for (;;) {
+      const rows = parseServersConn(await runtimeApiRequest(this.#socketPath, `show servers conn ${step.backend}`));
+      const row = rows.find((x) => x.server === step.server);
+      if (!row || row.usedCur === 0) {
+        const answer = (await runtimeApiRequest(this.#socketPath, second)).trim();
+        if (/Server deleted/.test(answer) || !row) {
+          this.#note('stdout', `[lab] Runtime API: ${second}`);
+          return;
+        }
+      }
+      if (Date.now() > deadline) {
+        if (cut) throw new Error(`server ${step.backend}/${step.server} could not be deleted after draining`);
+        await this.#command(`shutdown sessions server ${step.backend}/${step.server}`);
+        cut = true;
+      }
+      await delay(backoff);
+      backoff = Math.min(backoff * 2, 100);
+    }
+  }
+
+  /**
+   * Runs one Runtime API command from the lesson console and resolves with HAProxy's answer.
+   * Only the allow-listed commands pass (runtime-api.ts ALLOWED_COMMANDS). A command that changes
+   * the running state (enable/disable/set/add/del server) makes the next apply() reload, so the
+   * running HAProxy matches haproxy.cfg again.
+   * @throws Error with a sentence listing the allowed commands, or when HAProxy is not running.
+   */
+  async runtimeCommand(command: string): Promise<string> {
+    const checked = checkRuntimeCommand(command);
+    const send = async () => {
+      if (!this.#running || this.#stopping) throw new Error('HAProxy is not running, so its Runtime API is not either; switch the lab to haproxy first.');
+      const answer = await runtimeApiRequest(this.#socketPath, checked.command);
+      if (checked.mutates) this.#dirty = true;
+      return answer;
+    };
+    return checked.mutates ? this.#enqueue(send) : send();
+  }
+
+  /**
+   * Stops HAProxy: SIGTERM to the master and its process group (old workers too), SIGKILL after
+   * 3 s, and resolves once every process of the group is gone and the socket removed. Requests in
+   * flight are cut. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop().finally(() => {
+      this.#stopped = null;
+    });
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopping = true;
+    try {
+      await this.#queue;
+      const r = this.#running;
+      if (!r) return;
+      r.stopRequested = true;
+      signalGroup(r.pid, 'SIGTERM');
+      const killer = setTimeout(() => signalGroup(r.pid, 'SIGKILL'), 3000);
+      await r.exited;
+      clearTimeout(killer);
+      this.#running = null;
+      await this.#awaitGroupGone(r.pid);
+      fs.rmSync(this.#socketPath, { force: true });
+      fs.rmSync(this.#nextPath, { force: true });
+    } finally {
+      this.#stopping = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ output
+
+  #note(stream: 'stdout' | 'stderr', text: string): void {
+    this.#bus.emit('log:line', { source: 'proxy', stream, text, at: Date.now() });
+  }
+
+  #onLine(text: string): void {
+    const log = parseAccessLog(text);
+    if (!log) {
+      this.#tail.push(text);
+      if (this.#tail.length > TAIL_LINES * 4) this.#tail.splice(0, this.#tail.length - TAIL_LINES);
+      this.#note('stderr', text);
+      for (const w of [...this.#lineWatchers]) w(text);
+      return;
+    }
+    this.#bus.emit('request:completed', this.#requestEvent(log));
+    this.#bus.emit('log:line', { source: 'proxy', stream: 'access', text, at: Date.now() });
+  }
+
+  /** Remembers the names of a configuration, so log lines map back to services and hostnames. */
+  #remember(model: HaproxyModel): void {
+    if (this.#hostnameOf.size > MAX_REMEMBERED_NAMES) {
+      this.#serviceOf.clear();
+      this.#routerOf.clear();
+      this.#hostnameOf.clear();
+      this.#cookieOf.clear();
+    }
+    const n = model.names;
+    this.#frontends.add(n.frontend);
+    for (const [k, v] of n.serviceOf) this.#serviceOf.set(k, v);
+    for (const [k, v] of n.routerOf) this.#routerOf.set(k, v);
+    for (const [k, v] of n.hostnameOf) this.#hostnameOf.set(k, v);
+    for (const b of model.backends) {
+      if (b.cookie) this.#cookieOf.set(b.name, b.cookie);
+      else this.#cookieOf.delete(b.name);
+    }
+  }
+
+  #requestEvent(log: HaproxyAccessLog): RequestCompleted {
+    const router = log.router === null ? null : (this.#routerOf.get(log.router) ?? log.router);
+    const routed = router !== null || !this.#frontends.has(log.backend);
+    const service = routed ? (this.#serviceOf.get(log.backend) ?? log.backend) : null;
+    const replica = log.server === '<NOSRV>' ? null : (this.#hostnameOf.get(`${log.backend}/${log.server}`) ?? log.server);
+    const error = errorOf(log);
+    const cookie = this.#cookieOf.get(log.backend);
+    let stickyCookie: string | undefined;
+    if (cookie && replica !== null && log.server !== '<NOSRV>') {
+      // %tsc characters 3 and 4: the request's cookie (V = valid) and what HAProxy did (I = inserted).
+      if (log.terminationState[3] === 'I') stickyCookie = `${cookie.name}=${log.server}; path=/`;
+      else if (log.terminationState[2] === 'V') stickyCookie = `${cookie.name}=${log.server}`;
+    }
+    // %bi:%bp is the source address of the last connect attempt; Tc = -1: it never connected.
+    const upstreamConnId = log.timers.Tc >= 0 ? log.upstream : null;
+    return {
+      id: ++this.#requestSeq,
+      at: log.startMs,
+      method: log.method,
+      path: log.path,
+      router,
+      service,
+      replica,
+      hostname: log.servedBy ?? (upstreamConnId !== null && replica !== null ? replica : null),
+      // -1: no response was sent (the client went away first); logged as 499 like Traefik.
+      status: log.status < 0 ? 499 : log.status,
+      ms: Math.max(0, log.timers.Ta),
+      clientConnId: log.client,
+      upstreamConnId,
+      ...(stickyCookie !== undefined ? { stickyCookie } : {}),
+      ...(log.retries > 0 || log.redispatched ? { retried: true } : {}),
+      ...(error !== undefined ? { error } : {}),
+    };
+  }
+}
