@@ -39,9 +39,27 @@ describe('web_static page', () => {
     expect(html).toContain('<h1 class="hostname" data-testid="served-by">web_static-2-ab12</h1>');
     expect(html).toContain(`style="--hue: ${hueOf('web_static-2-ab12')}"`);
     expect(html).not.toContain('{{');
-    for (const id of ['auto-reload', 'fetch-dynamic', 'dynamic-hostname', 'dynamic-instance', 'dynamic-history']) {
+    for (const id of [
+      'auto-reload',
+      'fetch-dynamic',
+      'dynamic-hostname',
+      'dynamic-instance',
+      'dynamic-history',
+      'session-panel',
+      'session-user',
+      'session-replica',
+      'session-history',
+      'session-backend',
+      'session-note',
+    ]) {
       expect(html).toContain(`data-testid="${id}"`);
     }
+    // The session panel's buttons are real buttons (keyboard: Tab, Enter, Space).
+    expect(html).toContain('<button type="button" id="login" data-testid="login">Log in as alice</button>');
+    expect(html).toContain('<button type="button" id="logout" data-testid="logout" class="secondary">Log out</button>');
+    // The panel talks to session_php (another service behind the same proxy), with the cookie.
+    expect(html).toContain("sessionCall('load', 'GET', '/session/')");
+    expect(html).toContain("credentials: 'same-origin'");
     expect(html).toMatch(/<input type="checkbox" id="auto-reload"[^>]*>\s*Auto-reload every second\s*<\/label>/);
     // One page load = one request (so round-robin moves the page on every reload), and
     // nothing from another origin (the lab runs offline): CSS and JS are inlined.
