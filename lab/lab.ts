@@ -136,7 +136,7 @@ export class Lab {
     if (!count.success) throw new LabError(count.error.issues[0]?.message ?? 'invalid replica count', 'bad-request');
     return this.#enqueue(async () => {
       const before = this.#topology.services[name]?.replicas ?? 0;
-      this.#topology = { ...this.#topology, services: { ...this.#topology.services, [name]: { replicas: count.data } } };
+      this.#topology = { ...this.#topology, services: { ...this.#topology.services, [name]: { ...this.#topology.services[name], replicas: count.data } } };
       this.#log(`scale ${name} ${before} -> ${count.data}`);
       await this.#converge(`scale ${name}=${count.data}`);
       return this.status();
@@ -155,7 +155,7 @@ export class Lab {
       const spec = this.#topology.services[replica.service];
       this.#topology = {
         ...this.#topology,
-        services: { ...this.#topology.services, [replica.service]: { replicas: Math.max(0, (spec?.replicas ?? 1) - 1) } },
+        services: { ...this.#topology.services, [replica.service]: { ...spec, replicas: Math.max(0, (spec?.replicas ?? 1) - 1) } },
       };
       this.#log(`kill ${replica.hostname}`);
       await this.#remove(replica, 'killed', 'SIGKILL');
@@ -446,7 +446,7 @@ export class Lab {
     const spec = this.#topology.services[replica.service];
     this.#topology = {
       ...this.#topology,
-      services: { ...this.#topology.services, [replica.service]: { replicas: Math.max(0, (spec?.replicas ?? 1) - 1) } },
+      services: { ...this.#topology.services, [replica.service]: { ...spec, replicas: Math.max(0, (spec?.replicas ?? 1) - 1) } },
     };
     this.#log(`${replica.hostname} crashed (${reason})`);
     this.#o.bus.emit('replica:crashed', { ...this.#event(replica), reason });

@@ -69,6 +69,10 @@ describe('settings', () => {
     expect(withJar.json.results.slice(1).every((r) => r.setCookie.length === 0)).toBe(true);
     const noJar = await burst({ path: '/api/', count: 6, cookies: false });
     expect(new Set(hosts(noJar.json.results)).size).toBe(3);
+    // scaling keeps the service's own settings
+    const scaled = await api('/api/services/web_dynamic/scale', { replicas: 4 });
+    expect(scaled.json.topology.services.web_dynamic?.balancer?.sticky).toBe(true);
+    expect((await api('/api/services/web_dynamic/scale', { replicas: 3 })).status).toBe(200);
     expect((await api('/api/settings', { settings: ['sticky=off'] })).status).toBe(200);
   });
 
