@@ -28,6 +28,7 @@ interface Backend {
 async function backend(name: string): Promise<Backend> {
   const server = http.createServer((req, res) => {
     res.setHeader('X-Served-By', name);
+    res.setHeader('Keep-Alive', 'timeout=5'); // as node:http servers (web_dynamic) send it
     res.setHeader('Content-Type', 'application/json');
     res.end(JSON.stringify({ name, url: req.url, prefix: req.headers['x-forwarded-prefix'] ?? null }));
   });
@@ -170,6 +171,7 @@ describe.skipIf(!haproxy.ok)('HaproxyDriver', () => {
     expect(driver.render(config([[backends[0]], [backends[1]]]))).toBe(driver.configText);
     const res = await probe().get('/api/hello');
     expect(res.status).toBe(200);
+    expect(res.headers['keep-alive']).toBeUndefined();
     expect(['b1', 'b2']).toContain(res.servedBy);
 
     const stats = await probe('new', false, driver.statsUrl!).get('/');

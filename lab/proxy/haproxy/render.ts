@@ -366,6 +366,8 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
   line('  http-request set-header X-Forwarded-Host %[req.hdr(host)]');
   line('  http-request set-header X-Forwarded-Port %[dst_port]');
   line('  http-request set-header X-Real-Ip %[src]');
+  line("  # A backend's Keep-Alive hint (e.g. timeout=5) describes the proxy-backend hop: never passed on (RFC 9110 7.6.1).");
+  line('  http-response del-header Keep-Alive');
   line('  # Routers, highest priority first; the first match is kept in txn.router.');
   const routed: { router: ProxyRouter; v: string }[] = [];
   for (const r of config.routers) {
