@@ -4,11 +4,14 @@
  * printed, where haproxy is missing. The proxy-level claims shared with other drivers are in
  * test/contract/proxy-driver.contract.test.ts.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EventBus, type LogLine, type RequestCompleted } from '../../events.ts';
 import { ProbeClient } from '../../probe-client.ts';
@@ -182,7 +185,7 @@ describe.skipIf(!haproxy.ok)('HaproxyDriver', () => {
     const worker = driver.workerPid!;
     const cfg = driver.configPath;
     expect(alive(master) && alive(worker)).toBe(true);
-    expect(haproxyProcessesFor(cfg).sort()).toEqual([master, worker].sort());
+    expect(haproxyProcessesFor(cfg).sort((a, b) => a - b)).toEqual([master, worker].sort((a, b) => a - b));
     await driver.stop();
     await driver.stop(); // idempotent
     expect(alive(master) || alive(worker)).toBe(false);
@@ -323,6 +326,33 @@ describe.skipIf(!haproxy.ok)('HaproxyDriver', () => {
     expect(logs.slice(lines).filter((l) => l.stream === 'stdout')).toEqual([]);
   });
 
+  it('sticky: a cookie naming an unknown, disabled or deleted server is re-pinned and rewritten (no redispatch needed)', async () => {
+    const sticky = (bs: Backend[]) => config(bs.map((b) => [b] as [Backend]), { sticky: { cookie: { name: 'LAB', httpOnly: false, secure: false, sameSite: '' } } });
+    await started(sticky(backends.slice(0, 3)));
+    const c = probe('new');
+    const honoured = nextRequest();
+    const pinned = await c.get('/api/', { headers: { Cookie: 'LAB=b2' } });
+    expect(pinned.servedBy).toBe('b2');
+    expect(pinned.headers['set-cookie']).toBeUndefined();
+    expect(await honoured).toMatchObject({ replica: 'b2', stickyCookie: 'LAB=b2' });
+
+    const seen = nextRequest();
+    const ghost = await c.get('/api/', { headers: { Cookie: 'LAB=ghost' } });
+    expect(ghost.headers['set-cookie']).toEqual([`LAB=${ghost.servedBy}; path=/`]);
+    expect(await seen).toMatchObject({ replica: ghost.servedBy, stickyCookie: `LAB=${ghost.servedBy}; path=/` });
+
+    await driver.runtimeCommand('disable server web_dynamic/b2');
+    const down = await c.get('/api/', { headers: { Cookie: 'LAB=b2' } });
+    expect(down.servedBy).not.toBe('b2');
+    expect(down.headers['set-cookie']).toEqual([`LAB=${down.servedBy}; path=/`]);
+
+    await driver.apply(sticky([backends[0], backends[2]])); // restores b2's state (console change), then b2 leaves
+    const gone = await c.get('/api/', { headers: { Cookie: 'LAB=b2' } });
+    expect(['b1', 'b3']).toContain(gone.servedBy);
+    expect(gone.headers['set-cookie']).toEqual([`LAB=${gone.servedBy}; path=/`]);
+    expect(driver.configText).not.toContain('b2');
+  });
+
   it('rejects a configuration HAProxy refuses and keeps the running one, file included', async () => {
     await started(config([[backends[0]], [backends[1]]]));
     const text = driver.configText;
@@ -352,6 +382,41 @@ describe.skipIf(!haproxy.ok)('HaproxyDriver', () => {
     expect([(await c.get('/api/')).servedBy, (await c.get('/api/')).servedBy]).toEqual(['b2', 'b2']);
     await driver.apply(structuredClone(c0)); // same text, but the running state differs: reload
     expect((await serversState()).get('b1')?.weight).toBe(1);
+  });
+
+  it('a lab killed before stop() leaves HAProxy running; sweep() (and the next start() in the same workDir) stops it', async () => {
+    const workDir = path.join(root, `w${++n}`);
+    const fixture = fileURLToPath(new URL('./test-fixtures/lab-that-dies.ts', import.meta.url));
+    const spawnLab = async () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', fixture, workDir, String(backends[0].port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const line = await new Promise<string>((resolve, reject) => {
+        readline.createInterface({ input: child.stdout! }).once('line', resolve);
+        child.once('exit', (code) => reject(new Error(`the fixture exited with ${code}`)));
+      });
+      const [, port, pid] = /^port (\d+) pid (\d+)$/.exec(line)!.map(Number);
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('close', resolve));
+      return { port, pid };
+    };
+
+    const left = await spawnLab();
+    expect(alive(left.pid)).toBe(true);
+    const c = new ProbeClient({ baseUrl: `http://127.0.0.1:${left.port}`, connection: 'new' });
+    clients.push(c);
+    expect((await c.get('/')).servedBy).toBe('b1'); // the orphan still serves
+    expect(await HaproxyDriver.sweep(root)).toBe(1);
+    expect(haproxyProcessesFor(path.join(workDir, 'haproxy.cfg'))).toEqual([]);
+    expect(await HaproxyDriver.sweep(root)).toBe(0);
+
+    const again = await spawnLab();
+    expect(alive(again.pid)).toBe(true);
+    bus = new EventBus();
+    driver = new HaproxyDriver({ bus, workDir });
+    const cleared = bus.once('log:line', (l) => /stopped a leftover HAProxy/.test(l.text));
+    await driver.start(config([[backends[1]]]));
+    await cleared;
+    expect(alive(again.pid)).toBe(false);
+    expect(haproxyProcessesFor(driver.configPath).sort((a, b) => a - b)).toEqual([driver.pid!, driver.workerPid!].sort((a, b) => a - b));
   });
 
   it('reports HAProxy dying on its own, and can start again', async () => {

@@ -55,6 +55,8 @@ export const MIN_HAPROXY_VERSION = [2, 6] as const;
 const TAIL_LINES = 12;
 /** Longest path a unix socket may have on Linux (sun_path is 108 bytes with its NUL). */
 const MAX_SOCKET_PATH = 107;
+/** The file in workDir naming the running master (for sweep()). */
+const STATE_FILE = 'haproxy.state.json';
 /** Names remembered for log lines of replaced configurations, at most (older ones are dropped). */
 const MAX_REMEMBERED_NAMES = 5000;
 
@@ -105,6 +107,60 @@ function groupAlive(pgid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or null if unreadable. */
+function procStart(pid: number): number | null {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
+  } catch {
+    return null;
+  }
+}
+
+/** What `<workDir>/haproxy.state.json` records about a running master, so a later run can remove it. */
+interface StateFile {
+  pid: number;
+  /** procStart(pid) when written: a recycled pid has another start time. */
+  start: number | null;
+  cfg: string;
+}
+
+/**
+ * Stops the HAProxy that `<dir>/haproxy.state.json` names if it is still running (same pid, same
+ * start time, command line naming its haproxy.cfg), and removes the file. Resolves true if one was stopped.
+ */
+async function sweepDir(dir: string): Promise<boolean> {
+  const file = path.join(dir, STATE_FILE);
+  let state: StateFile;
+  try {
+    state = JSON.parse(fs.readFileSync(file, 'utf8')) as StateFile;
+  } catch {
+    return false;
+  }
+  let stopped = false;
+  if (Number.isInteger(state.pid) && state.pid > 1 && state.pid !== process.pid && procStart(state.pid) === state.start) {
+    let cmdline: string[] = [];
+    try {
+      cmdline = fs.readFileSync(`/proc/${state.pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      // gone
+    }
+    if (cmdline.includes(state.cfg)) {
+      signalGroup(state.pid, 'SIGTERM');
+      const t0 = Date.now();
+      while (groupAlive(state.pid)) {
+        if (Date.now() - t0 > 3000) signalGroup(state.pid, 'SIGKILL');
+        if (Date.now() - t0 > 10_000) throw new Error(`A leftover HAProxy (pid ${state.pid}) is still running 10 s after SIGKILL.`);
+        await delay(10);
+      }
+      stopped = true;
+    }
+  }
+  fs.rmSync(file, { force: true });
+  fs.rmSync(path.join(dir, 'haproxy.sock'), { force: true });
+  return stopped;
 }
 
 /** A TCP port nobody listens on right now, on `host`. */
@@ -253,6 +309,25 @@ export class HaproxyDriver implements ProxyDriver {
     return { ok: true, version: m[1] };
   }
 
+  /**
+   * Stops HAProxy processes an earlier lab run left behind (it crashed or was killed before
+   * stop()): every `<parentDir>/<dir>/haproxy.state.json` whose master is still running (same pid
+   * and start time, command line naming its haproxy.cfg) has its process group stopped. start()
+   * does the same for its own workDir. Resolves with how many were stopped. Linux (/proc).
+   * @param parentDir the directory holding the drivers' work directories (e.g. the lab's state directory).
+   */
+  static async sweep(parentDir: string): Promise<number> {
+    let dirs: string[];
+    try {
+      dirs = fs.readdirSync(parentDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => path.join(parentDir, d.name));
+    } catch {
+      return 0;
+    }
+    let n = 0;
+    for (const dir of dirs) if (await sweepDir(dir)) n++;
+    return n;
+  }
+
   /** The port HAProxy listens on for the entrypoint, or null when stopped. */
   get port(): number | null {
     return this.#running?.port ?? null;
@@ -318,6 +393,7 @@ export class HaproxyDriver implements ProxyDriver {
       const found = await HaproxyDriver.available(this.#haproxyPath);
       if (!found.ok) throw new Error(found.reason);
       fs.mkdirSync(this.#workDir, { recursive: true, mode: 0o700 });
+      if (await sweepDir(this.#workDir)) this.#note('stderr', `[lab] stopped a leftover HAProxy of an earlier run in ${this.#workDir}`);
       const { host } = config.entrypoint;
       const autoPort = config.entrypoint.port === 0;
       const autoStats = this.#statsPortOption === undefined;
@@ -407,11 +483,13 @@ export class HaproxyDriver implements ProxyDriver {
     }
     const running: Running = { child, pid, workerPid, port: s.port, host: s.host, statsPort: s.statsPort, config: structuredClone(s.config), model: s.model, exited, stopRequested: false };
     this.#running = running;
+    writeFileAtomic(path.join(this.#workDir, STATE_FILE), `${JSON.stringify({ pid, start: procStart(pid), cfg: this.#cfgPath } satisfies StateFile)}\n`);
     void exited.then((info) => {
       if (this.#running !== running || running.stopRequested) return;
       // Not asked to stop: HAProxy died (killed from outside, or crashed).
       this.#running = null;
       fs.rmSync(this.#socketPath, { force: true });
+      fs.rmSync(path.join(this.#workDir, STATE_FILE), { force: true });
       signalGroup(pid, 'SIGKILL');
       this.#note('stderr', `HAProxy exited unexpectedly (${info.signal ? `signal ${info.signal}` : `exit code ${info.code}`}); the proxy is down until it is started again.`);
     });
@@ -657,6 +735,7 @@ export class HaproxyDriver implements ProxyDriver {
       await this.#awaitGroupGone(r.pid);
       fs.rmSync(this.#socketPath, { force: true });
       fs.rmSync(this.#nextPath, { force: true });
+      fs.rmSync(path.join(this.#workDir, STATE_FILE), { force: true });
     } finally {
       this.#stopping = false;
     }
