@@ -7,6 +7,7 @@ import { EventBus } from '../lab/events.ts';
 import { Lab } from '../lab/lab.ts';
 import { ProcessRuntime } from '../lab/runtime/process-runtime.ts';
 import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
+import { HaproxyDriver } from '../lab/proxy/haproxy/haproxy-driver.ts';
 import type { Topology } from '../lab/topology.ts';
 import { createLabServer } from './app.ts';
 import { WEB_DIST } from './build-web.ts';
@@ -78,7 +79,10 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   try {
     // The lab port first: if it is taken, fail before starting any process.
     port = await server.listen(config.port, config.host);
+    // A killed lab may have left an HAProxy holding the proxy port: stop it before starting ours.
+    const sweptProxies = await HaproxyDriver.sweep(config.stateDir);
     ({ swept } = await lab.start());
+    swept += sweptProxies;
   } catch (err) {
     await server.close().catch(() => undefined);
     await lab.stop().catch(() => undefined);
