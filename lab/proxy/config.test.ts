@@ -132,6 +132,56 @@ describe('buildProxyConfig: balancing settings', () => {
     expect(lbOf(topo, 'web_static')).toEqual({ algorithm: 'least-connections', servers: [] });
   });
 
+  it('adds the health check (path, interval, timeout, fall, rise) only when it is on, with per-service overrides', () => {
+    expect(lbOf(defaultTopology())).not.toHaveProperty('healthCheck');
+    const defaults = Topology.parse({ ...defaultTopology(), proxy: { healthCheck: true } });
+    expect(lbOf(defaults)?.healthCheck).toEqual({ path: '/health', intervalMs: 3000, timeoutMs: 1000, fall: 3, rise: 2 });
+    const tuned = Topology.parse({
+      services: {
+        web_static: { replicas: 1 },
+        web_dynamic: {
+          replicas: 3,
+          balancer: { healthCheck: true, healthCheckPath: '/app/health', healthCheckInterval: 200, healthCheckTimeout: 100, healthCheckFall: 1, healthCheckRise: 4 },
+        },
+      },
+      routes: [{ service: 'web_dynamic', pathPrefix: '/api/' }, { service: 'web_static' }],
+    });
+    expect(lbOf(tuned)?.healthCheck).toEqual({ path: '/app/health', intervalMs: 200, timeoutMs: 100, fall: 1, rise: 4 });
+    expect(lbOf(tuned, 'web_static')).not.toHaveProperty('healthCheck');
+    // Turned off for one service while on proxy-wide.
+    const off = Topology.parse({
+      services: { web_static: { replicas: 1 }, web_dynamic: { replicas: 3, balancer: { healthCheck: false } } },
+      routes: [{ service: 'web_dynamic', pathPrefix: '/api/' }, { service: 'web_static' }],
+      proxy: { healthCheck: true, healthCheckInterval: 500 },
+    });
+    expect(lbOf(off)).not.toHaveProperty('healthCheck');
+    expect(lbOf(off, 'web_static')?.healthCheck?.intervalMs).toBe(500);
+  });
+
+  it('adds retry {attempts} only when retry is on', () => {
+    expect(lbOf(defaultTopology())).not.toHaveProperty('retry');
+    expect(lbOf(Topology.parse({ ...defaultTopology(), proxy: { retry: true } }))?.retry).toEqual({ attempts: 3 });
+    expect(lbOf(Topology.parse({ ...defaultTopology(), proxy: { retry: true, retryAttempts: 2 } }))?.retry).toEqual({ attempts: 2 });
+    expect(lbOf(Topology.parse({ ...defaultTopology(), proxy: { retryAttempts: 2 } }))).not.toHaveProperty('retry');
+  });
+
+  it("passes a pool member's state to its server only when given", () => {
+    const cfg = buildProxyConfig(
+      defaultTopology(),
+      pools([
+        ['web_dynamic', [
+          { hostname: 'web_dynamic-1', host: '127.0.0.1', port: 4001, state: 'drain' },
+          { hostname: 'web_dynamic-2', host: '127.0.0.1', port: 4002, state: 'ready' },
+          { hostname: 'web_dynamic-3', host: '127.0.0.1', port: 4003 },
+        ]],
+      ]),
+      entrypoint,
+    );
+    const servers = cfg.services.find((s) => s.name === 'web_dynamic')?.loadBalancer.servers ?? [];
+    expect(servers.map((s) => s.state)).toEqual(['drain', 'ready', undefined]);
+    expect(servers[2]).not.toHaveProperty('state');
+  });
+
   it("derives the default cookie name as Traefik v3 does: '_' + 5 hex of sha1('_TRAEFIK_BACKEND_' + name)", () => {
     // Traefik's own test vectors (pkg/server/cookie/cookie_test.go).
     expect(traefikCookieName('backend')).toBe('_76eb3');

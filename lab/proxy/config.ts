@@ -7,7 +7,9 @@
  * - the StripPrefix middleware: https://doc.traefik.io/traefik/middlewares/http/stripprefix/
  * - each service's load balancer from the topology's balancer settings (`balancerOf`): the algorithm,
  *   Traefik's sticky cookie (https://doc.traefik.io/traefik/routing/services/#sticky-sessions) and
- *   HAProxy's header hashing (https://docs.haproxy.org/2.6/configuration.html#4.2-hash-type).
+ *   HAProxy's header hashing (https://docs.haproxy.org/2.6/configuration.html#4.2-hash-type),
+ *   the active health check (https://doc.traefik.io/traefik/routing/services/#health-check) and
+ *   retry on connection failure (https://doc.traefik.io/traefik/middlewares/http/retry/).
  *
  * Everything here is pure: no I/O, no clock, no state.
  */
@@ -29,6 +31,12 @@ export interface PoolMember {
    * entirely, sticky cookies included). Default 1.
    */
   weight?: number;
+  /**
+   * `drain`: the server takes no new requests (sticky clients are re-pinned) while requests in
+   * flight finish (see ProxyServer.state); `ready` (default) takes requests. Passed to the server
+   * only when given.
+   */
+  state?: 'ready' | 'drain';
 }
 
 /** Highest server weight (HAProxy's maximum; Traefik has none). */
@@ -89,7 +97,10 @@ export function serverUrl(host: string, port: number): string {
  * - Its load balancer follows `balancerOf(topology, service)`: `algorithm`; `sticky.cookie` when
  *   sticky is on, named `stickyCookie` or {@link defaultStickyCookieName}, with Traefik's default
  *   attributes (no HttpOnly, no Secure, no SameSite: "By default, the affinity cookie is created
- *   without those flags"); `hash: {header, type}` when the algorithm is `hash`.
+ *   without those flags"); `hash: {header, type}` when the algorithm is `hash`; `healthCheck:
+ *   {path, intervalMs, timeoutMs, fall, rise}` (from healthCheckPath/Interval/Timeout/Fall/Rise)
+ *   when `healthCheck` is on; `retry: {attempts}` (from retryAttempts) when `retry` is on.
+ * - A pool member's `state` (`ready` | `drain`) is copied to its server when given.
  *
  * @param topology a validated Topology (lab/topology.ts).
  * @param pools the ready replicas of each service, in the order round-robin should visit them.
@@ -132,7 +143,9 @@ export function buildProxyConfig(
       if (!Number.isInteger(weight) || weight < 0 || weight > MAX_WEIGHT) {
         throw new RangeError(`Replica ${m.hostname} has weight ${weight}; a weight must be a whole number from 0 to ${MAX_WEIGHT}.`);
       }
-      return { name: m.hostname, url: serverUrl(m.host, m.port), weight };
+      const server: ProxyServer = { name: m.hostname, url: serverUrl(m.host, m.port), weight };
+      if (m.state !== undefined) server.state = m.state;
+      return server;
     });
     const b = balancerOf(topology, name as ServiceName);
     const loadBalancer: ProxyService['loadBalancer'] = { algorithm: b.algorithm, servers };
@@ -142,6 +155,16 @@ export function buildProxyConfig(
       };
     }
     if (b.algorithm === 'hash') loadBalancer.hash = { header: b.hashHeader, type: b.hashType };
+    if (b.healthCheck) {
+      loadBalancer.healthCheck = {
+        path: b.healthCheckPath,
+        intervalMs: b.healthCheckInterval,
+        timeoutMs: b.healthCheckTimeout,
+        fall: b.healthCheckFall,
+        rise: b.healthCheckRise,
+      };
+    }
+    if (b.retry) loadBalancer.retry = { attempts: b.retryAttempts };
     return { name, loadBalancer };
   });
 
