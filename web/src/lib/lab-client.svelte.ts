@@ -9,8 +9,9 @@
  */
 import { getContext, setContext } from 'svelte';
 import { io, type Socket } from 'socket.io-client';
-import type { EventBatch, LabStatus } from '../../../server/protocol.ts';
+import type { EventBatch, LabStatus, ProxyInfo } from '../../../server/protocol.ts';
 import type { LogLine, RequestCompleted } from '../../../lab/events.ts';
+import type { BurstRequest, BurstResult, HashMovementRequest, HashMovementResult } from '../../../lab/experiments.ts';
 
 /** Newest requests kept in memory (widgets draw fewer). */
 export const MAX_REQUESTS = 300;
@@ -21,6 +22,14 @@ const TOKEN_KEY = 'balancer-lab.token';
 
 export type Counts = EventBatch['counts'];
 export type CommandResult = { ok: true; status: LabStatus } | { ok: false; error: string };
+/** Any call's answer: its data, or the server's sentence. */
+export type Result<T> = ({ ok: true } & T) | { ok: false; error: string };
+export type DriverName = ProxyInfo['name'];
+/** A probe burst as the page asks for it (the server fills in defaults). */
+export type Burst = Partial<BurstRequest>;
+export type { BurstResult, HashMovementResult, ProxyInfo };
+/** The hash-movement experiment: `type` is required, the rest defaults on the server. */
+export type HashMovementAsk = Pick<HashMovementRequest, 'type'> & Partial<Omit<HashMovementRequest, 'type'>>;
 /** `missing`: no token in the URL or this tab; `invalid`: the server refused it (e.g. the lab restarted with a new one). */
 export type AuthProblem = 'missing' | 'invalid' | null;
 
@@ -56,11 +65,33 @@ export class LabClient {
   logsDropped = $state(0);
   /** The last command's error sentence (from the server), or null. */
   error = $state<string | null>(null);
-  /** Commands in flight: target replica count per service, hostnames being killed, reset. */
-  busy = $state<{ scale: Record<string, number>; kill: Record<string, boolean>; reset: boolean }>({
+  /** The proxy engines and whether each can run here (GET /api/proxies); null until asked. */
+  proxyList = $state.raw<ProxyInfo[] | null>(null);
+  /**
+   * Commands in flight: target replica count per service, hostnames being killed, reset, settings,
+   * weights per hostname, the engine being switched to, console commands, probe bursts and the
+   * hash-movement type being measured.
+   */
+  busy = $state<{
+    scale: Record<string, number>;
+    kill: Record<string, boolean>;
+    reset: boolean;
+    settings: boolean;
+    weight: Record<string, number>;
+    proxy: DriverName | null;
+    runtime: boolean;
+    probe: boolean;
+    hashMovement: HashMovementAsk['type'] | null;
+  }>({
     scale: {},
     kill: {},
     reset: false,
+    settings: false,
+    weight: {},
+    proxy: null,
+    runtime: false,
+    probe: false,
+    hashMovement: null,
   });
 
   readonly #baseUrl: string;
@@ -183,6 +214,94 @@ export class LabClient {
     }
   }
 
+  /**
+   * Applies proxy settings live (`sticky=on`, `session_php.sticky=off`, `sticky.cookie=lab_pin`,
+   * `sticky.cookie=default`, `web_dynamic.algorithm=least-connections`, `hash.type=map-based`...).
+   * All or none; the error names the field (e.g. a bad cookie name).
+   */
+  async configure(settings: string[]): Promise<CommandResult> {
+    this.busy.settings = true;
+    try {
+      return await this.#call('POST', '/api/settings', { settings });
+    } finally {
+      this.busy.settings = false;
+    }
+  }
+
+  /** Sets one replica's weighted round-robin weight (0..256). */
+  async setWeight(hostname: string, weight: number): Promise<CommandResult> {
+    this.busy.weight[hostname] = weight;
+    try {
+      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/weight`, { weight });
+    } finally {
+      delete this.busy.weight[hostname];
+    }
+  }
+
+  /** Swaps the proxy engine on the same port; the replicas keep running. Refreshes the engine list. */
+  async switchProxy(driver: DriverName): Promise<CommandResult> {
+    this.busy.proxy = driver;
+    try {
+      return await this.#call('POST', '/api/proxy', { driver });
+    } finally {
+      this.busy.proxy = null;
+    }
+  }
+
+  /** GET /api/proxies: every engine, available or not (with the reason). Kept in `proxyList`. */
+  async proxies(): Promise<Result<{ proxies: ProxyInfo[] }>> {
+    const r = await this.#request<ProxyInfo[]>('GET', '/api/proxies');
+    if (!r.ok) return r;
+    this.proxyList = r.data;
+    return { ok: true, proxies: r.data };
+  }
+
+  /** The configuration text the running proxy uses: haproxy.cfg, or the embedded proxy's Traefik-style configuration. */
+  async proxyConfig(): Promise<Result<{ driver: DriverName; text: string }>> {
+    const r = await this.#request<{ driver: DriverName; text: string }>('GET', '/api/proxy/config');
+    return r.ok ? { ok: true, driver: r.data.driver, text: r.data.text } : r;
+  }
+
+  /** One command on HAProxy's Runtime API (allow-listed by the server); resolves with HAProxy's own answer. */
+  async runtime(command: string): Promise<Result<{ output: string }>> {
+    this.busy.runtime = true;
+    try {
+      const r = await this.#request<{ output: string }>('POST', '/api/proxy/runtime', { command });
+      return r.ok ? { ok: true, output: r.data.output } : r;
+    } finally {
+      this.busy.runtime = false;
+    }
+  }
+
+  /**
+   * A burst of requests from the lab's probe client to the proxy (1..100, one after the other),
+   * with the cookie jar on or off and one reused connection or a new one per request.
+   */
+  async probe(burst: Burst): Promise<Result<{ results: BurstResult[] }>> {
+    this.busy.probe = true;
+    try {
+      const r = await this.#request<{ results: BurstResult[] }>('POST', '/api/probe', burst);
+      return r.ok ? { ok: true, results: r.data.results } : r;
+    } finally {
+      this.busy.probe = false;
+    }
+  }
+
+  /**
+   * The hash-movement experiment (takes seconds: it scales the service twice): hashing on a
+   * header, how many of the session ids moved when one replica was added. Measured by the server.
+   */
+  async hashMovement(ask: HashMovementAsk): Promise<Result<{ result: HashMovementResult }>> {
+    this.busy.hashMovement = ask.type;
+    try {
+      const r = await this.#request<HashMovementResult>('POST', '/api/experiments/hash-movement', ask);
+      if (r.ok) void this.refresh();
+      return r.ok ? { ok: true, result: r.data } : r;
+    } finally {
+      this.busy.hashMovement = null;
+    }
+  }
+
   clearError(): void {
     this.error = null;
   }
@@ -207,7 +326,16 @@ export class LabClient {
 
   // ------------------------------------------------------------------ internals
 
+  /** A command whose answer is the lab's status (applied to `status`). */
   async #call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<CommandResult> {
+    const r = await this.#request<LabStatus>(method, path, body);
+    if (!r.ok) return r;
+    this.#applyStatus(r.data);
+    return { ok: true, status: r.data };
+  }
+
+  /** One REST call with the token. Failures become the server's sentence (also kept in `error`). */
+  async #request<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ ok: true; data: T } | { ok: false; error: string }> {
     if (!this.#token) {
       this.authProblem = 'missing';
       return this.#fail('This page has no lab token. Open the URL the lab printed when it started.');
@@ -240,13 +368,11 @@ export class LabClient {
     if (!res.ok) {
       return this.#fail(errorSentence(data) ?? `The lab answered ${res.status} ${res.statusText}.`);
     }
-    const status = data as LabStatus;
-    this.#applyStatus(status);
     if (method === 'POST') this.error = null;
-    return { ok: true, status };
+    return { ok: true, data: data as T };
   }
 
-  #fail(error: string): CommandResult {
+  #fail(error: string): { ok: false; error: string } {
     this.error = error;
     return { ok: false, error };
   }

@@ -4,11 +4,20 @@
  */
 import type { Component } from 'svelte';
 
+/** The part of a lesson's starting topology the shell compares with the running lab. */
+export interface LessonTopology {
+  /** Service name -> replica count. */
+  services: Record<string, number>;
+  routes: Array<{ service: string; pathPrefix: string; stripPrefix: boolean }>;
+}
+
 export interface LessonMeta {
   title: string;
   summary: string;
   order: number;
   proxies: string[];
+  /** The lesson's starting topology; null when it uses the lab's default. */
+  topology: LessonTopology | null;
 }
 
 export interface Lesson {
@@ -37,8 +46,41 @@ function toLesson(path: string, mod: LessonModule): Lesson {
       summary: typeof md.summary === 'string' ? md.summary : '',
       order: Number.isFinite(order) ? order : 999,
       proxies: Array.isArray(md.proxies) ? md.proxies.map(String) : ['embedded'],
+      topology: toTopology(md.topology),
     },
   };
+}
+
+function toTopology(raw: unknown): LessonTopology | null {
+  if (!raw || typeof raw !== 'object') return null;
+  const t = raw as { services?: Record<string, { replicas?: unknown }>; routes?: Array<Record<string, unknown>> };
+  const services: Record<string, number> = {};
+  for (const [name, spec] of Object.entries(t.services ?? {})) services[name] = Number(spec?.replicas ?? 0);
+  const routes = (t.routes ?? []).map((r) => ({
+    service: String(r.service),
+    pathPrefix: typeof r.pathPrefix === 'string' ? r.pathPrefix : '/',
+    stripPrefix: r.stripPrefix === true,
+  }));
+  return { services, routes };
+}
+
+/**
+ * What the running lab lacks for this lesson: services it declares (with replicas) that the lab does
+ * not run, and routes it declares that the lab does not have. Empty lists = ready.
+ */
+export function lessonGaps(
+  lesson: Lesson,
+  running: { services: Record<string, unknown>; routes: Array<{ service: string; pathPrefix: string }> },
+): { services: string[]; routes: string[] } {
+  const topo = lesson.meta.topology;
+  if (!topo) return { services: [], routes: [] };
+  const services = Object.entries(topo.services)
+    .filter(([name, n]) => n > 0 && !(name in running.services))
+    .map(([name]) => name);
+  const routes = topo.routes
+    .filter((r) => !running.routes.some((x) => x.service === r.service && x.pathPrefix === r.pathPrefix))
+    .map((r) => `${r.pathPrefix} → ${r.service}`);
+  return { services, routes };
 }
 
 export const lessons: Lesson[] = Object.entries(modules)
