@@ -201,3 +201,71 @@ describe('sticky cookie (Traefik v3)', () => {
     expect(readCookie(undefined, 'a')).toBeUndefined();
   });
 });
+
+describe('servers that may not take a request (PickRequest.usable: down, draining, failed)', () => {
+  const notB = { usable: (s: BalancedServer<string>) => s.name !== 'b' };
+
+  it('round-robin skips them (Traefik wrr) and comes back to them in order once usable again', () => {
+    const b = new ServiceBalancer(rr, servers({ a: 1, b: 1, c: 1 }));
+    expect(picks(b, 2)).toEqual(['a', 'b']);
+    expect(picks(b, 4, notB)).toEqual(['c', 'a', 'c', 'a']);
+    // b's deadline moved on while it was skipped: no burst of requests for it afterwards.
+    expect(picks(b, 6)).toEqual(['b', 'c', 'a', 'b', 'c', 'a']);
+  });
+
+  it('weighted round-robin keeps the ratio among the usable ones', () => {
+    const seq = picks(new ServiceBalancer(rr, servers({ a: 3, b: 5, c: 1 })), 40, notB);
+    expect(seq.filter((x) => x === 'a').length).toBe(30);
+    expect(seq.filter((x) => x === 'c').length).toBe(10);
+  });
+
+  it('no usable server: null (the proxy answers 503), for every algorithm', () => {
+    const none = { usable: () => false };
+    for (const lb of [rr, { algorithm: 'least-connections' } as LB, { algorithm: 'hash', hash: { header: 'X-Id', type: 'consistent' } } as LB]) {
+      expect(new ServiceBalancer(lb, servers({ a: 1, b: 1 })).pick({ ...none, hashKey: 'k' })).toBeNull();
+    }
+  });
+
+  it('a sticky cookie naming an unusable server is re-pinned and rewritten; usable again, it is honoured again', () => {
+    const b = new ServiceBalancer({ algorithm: 'round-robin', sticky: { cookie } }, servers({ a: 1, b: 1, c: 1 }));
+    const toB = `${cookie.name}=${stickyCookieValue('http://127.0.0.1:4001')}`;
+    const moved = b.pick({ cookie: toB, ...notB });
+    expect(moved?.server.name).not.toBe('b');
+    expect(moved?.by).toBe('round-robin');
+    expect(moved?.sticky?.set).toMatch(new RegExp(`^${cookie.name}=${stickyCookieValue(moved!.server.url)}; Path=/$`));
+    const back = b.pick({ cookie: toB });
+    expect(back).toMatchObject({ by: 'sticky', server: { name: 'b' }, sticky: { pair: toB } });
+    expect(back?.sticky?.set).toBeUndefined();
+  });
+
+  it('least-connections leaves them out even when they are the least loaded', () => {
+    const b = new ServiceBalancer({ algorithm: 'least-connections' }, servers({ a: 1, b: 1, c: 1 }));
+    const load: Record<string, number> = { a: 2, b: 0, c: 1 };
+    expect(picks(b, 3, { ...notB, inflight: (s) => load[s.name] })).toEqual(['c', 'c', 'c']);
+  });
+
+  it('consistent hashing moves only the keys of the unusable server, each to the next server on the ring', () => {
+    const lb: LB = { algorithm: 'hash', hash: { header: 'X-Id', type: 'consistent' } };
+    const b = new ServiceBalancer(lb, servers({ a: 1, b: 1, c: 1, d: 1 }));
+    const keys = Array.from({ length: 200 }, (_, i) => `k${i}`);
+    const before = keys.map((k) => b.pick({ hashKey: k })!.server.name);
+    const after = keys.map((k) => b.pick({ hashKey: k, ...notB })!.server.name);
+    expect(after).not.toContain('b');
+    keys.forEach((_, i) => {
+      if (before[i] !== 'b') expect(after[i]).toBe(before[i]);
+    });
+    expect(before.filter((x) => x === 'b').length).toBeGreaterThan(10);
+  });
+
+  it('map-based hashing maps over the usable servers only (most keys move, as HAProxy rebuilds its map)', () => {
+    const lb: LB = { algorithm: 'hash', hash: { header: 'X-Id', type: 'map-based' } };
+    const b = new ServiceBalancer(lb, servers({ a: 1, b: 1, c: 1, d: 1 }));
+    const keys = Array.from({ length: 200 }, (_, i) => `k${i}`);
+    const before = keys.map((k) => b.pick({ hashKey: k })!.server.name);
+    const after = keys.map((k) => b.pick({ hashKey: k, ...notB })!.server.name);
+    expect(new Set(after)).toEqual(new Set(['a', 'c', 'd']));
+    expect(keys.filter((_, i) => before[i] !== 'b' && after[i] !== before[i]).length).toBeGreaterThan(50);
+    // All usable again: the original map.
+    expect(keys.map((k) => b.pick({ hashKey: k })!.server.name)).toEqual(before);
+  });
+});

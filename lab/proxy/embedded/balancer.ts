@@ -37,6 +37,13 @@
  *   http.Cookie writes them: `Path=/`, then `HttpOnly`, `Secure`, `SameSite=Lax|Strict|None` when
  *   configured; no Max-Age (a session cookie), no Domain. The sticky cookie is consulted before
  *   every algorithm, hash included.
+ * - servers that may not take a request (PickRequest.usable: out of the rotation after a failed
+ *   health check, draining, or already failed during a retry): a sticky cookie naming one is
+ *   re-pinned (and rewritten), as Traefik's wrr does for a server whose status is down; round-robin
+ *   skips them as Traefik's EDF does (the skipped server's deadline moves on too, so it does not
+ *   come back with a burst of credit); least-connections leaves them out; consistent hashing walks
+ *   the ring on to the next usable server (HAProxy); map-based hashing maps over the usable servers
+ *   only, as HAProxy rebuilds its map when a server goes down. No usable server: null (503).
  */
 import { createHash } from 'node:crypto';
 import type { ProxyService, StickyCookie } from '../../seams.ts';
@@ -65,6 +72,12 @@ export interface PickRequest<T> {
   hashKey?: string | undefined;
   /** Requests in flight on a server right now (`least-connections`). */
   inflight?: (server: BalancedServer<T>) => number;
+  /**
+   * Whether a server may take this request (default: all may). The proxy leaves out servers its
+   * health check took out of the rotation, servers in `drain` state, and servers a retry already
+   * failed on. See the class comment for how each algorithm skips them.
+   */
+  usable?: (server: BalancedServer<T>) => boolean;
 }
 
 export interface BalancerPick<T> {
@@ -199,11 +212,12 @@ export class ServiceBalancer<T> {
    * proxy answers 503). Advances the round-robin schedule unless the sticky cookie or the hash decided.
    */
   pick(req: PickRequest<T> = {}): BalancerPick<T> | null {
-    if (this.servers.length === 0) return null;
+    const usable = req.usable;
+    if (!this.servers.some((s) => !usable || usable(s))) return null;
     if (this.sticky) {
       const value = readCookie(req.cookie, this.sticky.name);
       const hit = value === undefined ? undefined : this.#byCookie.get(value);
-      if (hit) {
+      if (hit && (!usable || usable(hit.server))) {
         const pair = `${this.sticky.name}=${value}`;
         if (!hit.rewrite) return { server: hit.server, by: 'sticky', sticky: { pair } };
         return { server: hit.server, by: 'sticky', sticky: this.#cookieFor(hit.server) };
@@ -219,9 +233,12 @@ export class ServiceBalancer<T> {
     return { pair: `${cookie.name}=${value}`, set: setCookieHeader(cookie, value) };
   }
 
+  /** Picks among the usable servers; at least one is usable (pick() checked). */
   #choose(req: PickRequest<T>): BalancerPick<T> {
+    const usable = req.usable ?? (() => true);
     if (this.hash && req.hashKey) {
-      const server = this.hash.type === 'consistent' ? this.#onRing(hash32(req.hashKey)) : this.#onMap(hash32(req.hashKey));
+      const h = hash32(req.hashKey);
+      const server = this.hash.type === 'consistent' ? this.#onRing(h, usable) : this.#onMap(h, usable);
       return { server, by: 'hash' };
     }
     if (this.algorithm === 'least-connections') {
@@ -229,6 +246,7 @@ export class ServiceBalancer<T> {
       let best: Slot<T>[] = [];
       let bestLoad = { n: 0, w: 1 };
       for (const slot of this.#slots) {
+        if (!usable(slot.server)) continue;
         const n = inflight(slot.server);
         // n / w < best.n / best.w, in integers.
         const cmp = best.length === 0 ? -1 : n * bestLoad.w - bestLoad.n * slot.server.weight;
@@ -242,23 +260,29 @@ export class ServiceBalancer<T> {
       next.seq = this.#seq++;
       return { server: next.server, by: 'least-connections' };
     }
-    return { server: this.#edf(this.#slots), by: 'round-robin' };
+    return { server: this.#edf(this.#slots, usable), by: 'round-robin' };
   }
 
-  /** Earliest deadline first among `slots` (non-empty); moves the winner's deadline on by 1/weight. */
-  #edf(slots: Slot<T>[]): BalancedServer<T> {
-    let best = slots[0];
-    for (const slot of slots) {
-      const d = slot.deadline - best.deadline;
-      if (d < -EPSILON || (Math.abs(d) <= EPSILON && slot.seq < best.seq)) best = slot;
+  /**
+   * Earliest deadline first among `slots` (non-empty, one of them usable); moves the winner's
+   * deadline on by 1/weight. An unusable winner is skipped after its deadline moved on, as
+   * Traefik's wrr pops and pushes back a server whose status is down, and the next one is tried.
+   */
+  #edf(slots: Slot<T>[], usable: (server: BalancedServer<T>) => boolean): BalancedServer<T> {
+    for (;;) {
+      let best = slots[0];
+      for (const slot of slots) {
+        const d = slot.deadline - best.deadline;
+        if (d < -EPSILON || (Math.abs(d) <= EPSILON && slot.seq < best.seq)) best = slot;
+      }
+      this.#curDeadline = best.deadline;
+      best.deadline += 1 / best.server.weight;
+      best.seq = this.#seq++;
+      if (usable(best.server)) return best.server;
     }
-    this.#curDeadline = best.deadline;
-    best.deadline += 1 / best.server.weight;
-    best.seq = this.#seq++;
-    return best.server;
   }
 
-  #onRing(h: number): BalancedServer<T> {
+  #onRing(h: number, usable: (server: BalancedServer<T>) => boolean): BalancedServer<T> {
     if (!this.#ring) {
       const entries: Array<[number, number]> = [];
       this.servers.forEach((server, idx) => {
@@ -276,11 +300,23 @@ export class ServiceBalancer<T> {
       if (points[mid] < h) lo = mid + 1;
       else hi = mid;
     }
-    return owners[lo === points.length ? 0 : lo];
+    // Walk on (wrapping) to the first point owned by a usable server.
+    for (let k = 0; k < points.length; k++) {
+      const owner = owners[(lo + k) % points.length];
+      if (usable(owner)) return owner;
+    }
+    return owners[lo % points.length]; // unreachable: pick() checked one server is usable
   }
 
-  #onMap(h: number): BalancedServer<T> {
-    this.#map ??= this.servers.flatMap((s) => Array.from({ length: s.weight }, () => s));
-    return this.#map[h % this.#map.length];
+  #onMap(h: number, usable: (server: BalancedServer<T>) => boolean): BalancedServer<T> {
+    const up = this.servers.filter(usable);
+    let map: BalancedServer<T>[];
+    if (up.length === this.servers.length) map = this.#map ??= this.#mapOf(this.servers);
+    else map = this.#mapOf(up);
+    return map[h % map.length];
+  }
+
+  #mapOf(servers: ReadonlyArray<BalancedServer<T>>): BalancedServer<T>[] {
+    return servers.flatMap((s) => Array.from({ length: s.weight }, () => s));
   }
 }

@@ -22,7 +22,40 @@
  *   server in the service), 502 `Bad Gateway` (backend unreachable or reset); 499 is logged when
  *   the client went away first;
  * - one access-log line per request in Traefik's Common Log Format
- *   (https://doc.traefik.io/traefik/observability/access-logs/).
+ *   (https://doc.traefik.io/traefik/observability/access-logs/);
+ * - the active health check (`loadBalancer.healthCheck`), Traefik's
+ *   (https://doc.traefik.io/traefik/routing/services/#health-check and traefik/traefik
+ *   pkg/healthcheck/healthcheck.go): every `intervalMs` each server of the service gets
+ *   `GET <path>`; no answer within `timeoutMs`, a refused or reset connection, or a status outside
+ *   200..399 is a failed probe. ONE failed probe takes the server out of the rotation, ONE good probe
+ *   puts it back: Traefik has no fall/rise, so `fall` and `rise` are ignored here (HAProxy honours
+ *   them). A server starts healthy when it is added (Traefik's balancer marks a new server up; its
+ *   first probe comes one interval later). When every server of a service is out, the proxy answers
+ *   503 `no available server`, as Traefik's wrr does. A sticky cookie naming a server that is out is
+ *   re-pinned. Probes go over a fresh connection each (`Connection: close`), never through the
+ *   request pools, so they neither show up as proxy-backend connections nor trip over a pooled
+ *   connection the backend is closing; Traefik probes through the service's transport and follows
+ *   redirects, here a 3xx answer itself counts as healthy. Unlike Traefik, which rebuilds its
+ *   checkers (all servers up again) on every configuration change, apply() keeps the health of the
+ *   servers that stay: the lab applies a new configuration on every scale or kill. Events:
+ *   `healthcheck:probed` for every probe (`at` = when its outcome was known) and
+ *   `replica:health-changed` on every transition;
+ * - retry on connection failure (`loadBalancer.retry`), Traefik's retry middleware
+ *   (https://doc.traefik.io/traefik/middlewares/http/retry/ and pkg/middlewares/retry/retry.go): the
+ *   request is sent again, up to `attempts` tries in all, only while the backend has received
+ *   nothing of it, i.e. the connection could not be made (refused, unreachable); Traefik disables
+ *   retries as soon as the request headers were written. So a server that answers (500 included),
+ *   that resets a connection after the request went out, or that accepts and never answers (hang) is
+ *   not retried. The method does not matter (Traefik retries a POST as well): the body, up to
+ *   {@link RETRY_BODY_LIMIT} bytes, is kept to be sent again (Go sends it only once connected; Node
+ *   buffers it in the failed request, so the proxy keeps a copy). Each retry goes to another server
+ *   picked by the service's algorithm among those not tried yet (Traefik re-enters its balancer,
+ *   which for round-robin is the next server too); no backoff (Traefik's default without
+ *   `initialInterval`). `request:completed.retried` is true when a retry happened and `replica` is
+ *   the server that finally answered;
+ * - drain (`server.state: 'drain'`, HAProxy's `set server ... state drain`; Traefik has none): the
+ *   server takes no new request, sticky clients included (re-pinned), while the requests in flight
+ *   on it finish; {@link EmbeddedProxy.drained} says when none is left.
  *
  * It emits `request:completed`, `connection:opened` / `connection:closed` (hops client-proxy and
  * proxy-backend) and `log:line` (stream `access`, source `proxy`) on the bus. With sticky sessions
@@ -32,17 +65,21 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import { createProxyServer, type ProxyServer as HttpProxy } from 'http-proxy-3';
 import type { EventBus, Hop } from '../../events.ts';
-import type { ProxyCapabilities, ProxyConfig, ProxyDriver, ProxyRouter } from '../../seams.ts';
+import type { HealthCheck, ProxyCapabilities, ProxyConfig, ProxyDriver, ProxyRouter, Retry } from '../../seams.ts';
 import { MAX_WEIGHT, matchRouter, ruleText, stripPath } from '../config.ts';
-import { ServiceBalancer } from './balancer.ts';
+import { ServiceBalancer, type BalancedServer, type BalancerPick } from './balancer.ts';
 
 /** Traefik v3 default `entryPoints.<name>.transport.respondingTimeouts.idleTimeout`: 180 s. */
 export const DEFAULT_ENTRYPOINT_IDLE_TIMEOUT_MS = 180_000;
 /** Traefik v3 default `serversTransport.idleConnTimeout` (idle pooled backend connections): 90 s. */
 export const DEFAULT_SERVER_IDLE_CONN_TIMEOUT_MS = 90_000;
+/** Largest request body kept so that a retry can send it again; a bigger body is not retried. */
+export const RETRY_BODY_LIMIT = 1024 * 1024;
+/** User-Agent of health-check probes: what Traefik's Go HTTP client sends. */
+const PROBE_USER_AGENT = 'Go-http-client/1.1';
 
 export interface EmbeddedProxyOptions {
   /** Where every event goes. */
@@ -87,6 +124,32 @@ interface ServerState {
   name: string;
   url: string;
   agent: ServerAgent;
+  /** `state: 'drain'`: takes no new request. */
+  draining: boolean;
+  /** Its health as the service's active check sees it; null when the service has no check. */
+  health: HealthRecord | null;
+}
+
+/** The health of one server of one service with an active health check; kept across apply(). */
+interface HealthRecord {
+  service: string;
+  name: string;
+  url: string;
+  port: number | null;
+  healthy: boolean;
+  /** The probe in flight (until its socket closed), or null; set to null to cancel it. */
+  probe: http.ClientRequest | null;
+  /** Set when the server left the service or the check stopped: no more probes, outcomes dropped. */
+  cancelled: boolean;
+}
+
+/** The active health check of one service. */
+interface HealthChecker {
+  service: string;
+  check: HealthCheck;
+  /** The interval timer; null while the proxy is not started. */
+  timer: NodeJS.Timeout | null;
+  records: HealthRecord[];
 }
 
 interface ServiceState {
@@ -94,6 +157,7 @@ interface ServiceState {
   balancer: ServiceBalancer<ServerState>;
   /** Lower-cased name of the hashed header (`hash` algorithm), else null. */
   hashHeader: string | null;
+  retry: Retry | null;
 }
 
 interface Routing {
@@ -126,6 +190,18 @@ interface RequestState {
   error?: string;
   /** The request was replayed once on a fresh connection after a reused one failed (Go's transport does this). */
   replayed: boolean;
+  /** What the balancer needs to pick again for a retry. */
+  cookie: string | undefined;
+  hashKey: string | undefined;
+  /** Tries so far (1 = the first); each #forward of a new try bumps `attempt`. */
+  tries: number;
+  /** Identifies the current forward; error callbacks of an earlier one are ignored. */
+  attempt: number;
+  /** Servers (`name url`) a connection could not be made to, left out of a retry's pick. */
+  failed: Set<string>;
+  retried: boolean;
+  /** A copy of the request body for retries (retry on and a body present), else null. */
+  body: BodyReplay | null;
   done: boolean;
 }
 
@@ -224,6 +300,66 @@ class ServerAgent extends http.Agent {
   }
 }
 
+/**
+ * Keeps a request body so that a retry can send it again: each attempt gets a stream of what was
+ * read so far followed by the rest as it arrives. Past {@link RETRY_BODY_LIMIT} bytes nothing is
+ * kept any more and `replayable` turns false.
+ */
+class BodyReplay {
+  replayable = true;
+  readonly #req: http.IncomingMessage;
+  readonly #chunks: Buffer[] = [];
+  #size = 0;
+  #ended = false;
+  #current: PassThrough | null = null;
+
+  constructor(req: http.IncomingMessage) {
+    this.#req = req;
+    req.on('data', (chunk: Buffer) => {
+      if (this.replayable) {
+        this.#size += chunk.length;
+        if (this.#size > RETRY_BODY_LIMIT) {
+          this.replayable = false;
+          this.#chunks.length = 0;
+        } else this.#chunks.push(chunk);
+      }
+      const cur = this.#current;
+      if (cur && !cur.destroyed && !cur.write(chunk)) {
+        req.pause();
+        cur.once('drain', () => {
+          if (this.#current === cur) req.resume();
+        });
+      }
+    });
+    req.on('end', () => {
+      this.#ended = true;
+      this.#current?.end();
+    });
+  }
+
+  /** The body for a new attempt (the previous attempt's stream is dropped). */
+  stream(): PassThrough {
+    this.#current?.destroy();
+    const s = new PassThrough();
+    for (const c of this.#chunks) s.write(c);
+    if (this.#ended) s.end();
+    this.#current = s;
+    if (this.#req.isPaused()) this.#req.resume();
+    return s;
+  }
+}
+
+function newHealthRecord(service: string, name: string, url: string): HealthRecord {
+  let port: number | null = null;
+  try {
+    const u = new URL(url);
+    port = u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80;
+  } catch {
+    // An unparsable URL: the probe fails and says why.
+  }
+  return { service, name, url, port, healthy: true, probe: null, cancelled: false };
+}
+
 function addr(ip: string | undefined, port: number | undefined): string {
   if (!ip) return '?';
   return ip.includes(':') ? `[${ip}]:${port ?? '?'}` : `${ip}:${port ?? '?'}`;
@@ -261,8 +397,8 @@ export class EmbeddedProxy implements ProxyDriver {
     leastConnections: true,
     stickyCookie: true,
     headerHash: true,
-    activeHealthCheck: false,
-    retry: false,
+    activeHealthCheck: true,
+    retry: true,
     perRequestEvents: true,
     connectionEvents: true,
     runtimeApi: false,
@@ -280,6 +416,13 @@ export class EmbeddedProxy implements ProxyDriver {
   readonly #agents = new Map<string, ServerAgent>();
   /** Agents of removed servers whose in-flight requests have not finished. */
   readonly #retired = new Set<ServerAgent>();
+  /** Requests in flight per server name (drained()). */
+  readonly #inflightByServer = new Map<string, number>();
+  readonly #drainWaiters = new Set<{ server: string; resolve: (drained: boolean) => void; timer: NodeJS.Timeout }>();
+  /** Health of each server of a service with an active check, by `service\nname url`. */
+  #health = new Map<string, HealthRecord>();
+  /** Active health checks by service name. */
+  readonly #checkers = new Map<string, HealthChecker>();
   #routing: Routing | null = null;
   #server: http.Server | null = null;
   #stopping = false;
@@ -319,9 +462,12 @@ export class EmbeddedProxy implements ProxyDriver {
   /**
    * The configuration as a Traefik file-provider dynamic configuration
    * (https://doc.traefik.io/traefik/providers/file/): `http.routers` (rule, priority, service,
-   * middlewares, entryPoints), `http.middlewares` (stripPrefix), `http.services`
-   * (loadBalancer.servers[].url/weight). Returned as YAML text; the document is JSON, which is YAML,
-   * under two comment lines naming the static entrypoint it assumes. Pure.
+   * middlewares, entryPoints), `http.middlewares` (stripPrefix; retry, attached to every router of
+   * a service with retry on), `http.services` (loadBalancer.servers[].url/weight, sticky,
+   * healthCheck {path, interval, timeout}). Traefik has no drain state: a draining server is left out
+   * of the list (what a Traefik user would do; requests in flight finish) and a comment says so, as
+   * for fall/rise, which Traefik has none of. Returned as YAML text; the document is JSON, which is
+   * YAML, under comment lines naming the static entrypoint it assumes. Pure.
    */
   render(config: ProxyConfig): string {
     const ep = config.entrypoint;
@@ -334,21 +480,44 @@ export class EmbeddedProxy implements ProxyDriver {
         priority: r.priority,
         service: r.service,
       };
+      const chain: string[] = [];
+      const retry = config.services.find((svc) => svc.name === r.service)?.loadBalancer.retry;
+      if (retry) {
+        const mw = `${r.service}-retry`;
+        middlewares[mw] = { retry: { attempts: retry.attempts } };
+        chain.push(mw);
+      }
       if (r.stripPrefix) {
         const mw = `${r.name}-stripprefix`;
         middlewares[mw] = { stripPrefix: { prefixes: [r.pathPrefix] } };
-        router.middlewares = [mw];
+        chain.push(mw);
       }
+      if (chain.length > 0) router.middlewares = chain;
       routers[r.name] = router;
     }
     const services: Record<string, unknown> = {};
     const notes: string[] = [];
     for (const s of config.services) {
       const lb = s.loadBalancer;
+      const draining = lb.servers.filter((srv) => srv.state === 'drain');
       const loadBalancer: Record<string, unknown> = {
-        servers: lb.servers.map((srv) => ({ url: srv.url, weight: srv.weight })),
+        servers: lb.servers.filter((srv) => srv.state !== 'drain').map((srv) => ({ url: srv.url, weight: srv.weight })),
         passHostHeader: true,
       };
+      if (draining.length > 0) {
+        notes.push(
+          `# ${s.name}: draining ${draining.map((d) => `${d.name} (${d.url})`).join(', ')}: Traefik has no drain state; ` +
+            `the server is left out of the list and its requests in flight finish.`,
+        );
+      }
+      if (lb.healthCheck) {
+        const hc = lb.healthCheck;
+        loadBalancer.healthCheck = { path: hc.path, interval: goDuration(hc.intervalMs), timeout: goDuration(hc.timeoutMs) };
+        notes.push(
+          `# ${s.name}: health check fall=${hc.fall} rise=${hc.rise} not rendered: Traefik has no fall/rise ` +
+            `(one failed probe takes a server out, one good probe puts it back).`,
+        );
+      }
       if (lb.sticky) {
         const c = lb.sticky.cookie;
         loadBalancer.sticky = { cookie: { name: c.name, httpOnly: c.httpOnly, secure: c.secure, ...(c.sameSite ? { sameSite: c.sameSite } : {}) } };
@@ -409,6 +578,9 @@ export class EmbeddedProxy implements ProxyDriver {
       server.once('error', onError);
       server.once('listening', onListening);
       server.listen(port, host);
+    }).catch((err: unknown) => {
+      this.#stopHealthChecks();
+      throw err;
     });
     this.#server = server;
     this.#port = (server.address() as net.AddressInfo).port;
@@ -422,7 +594,13 @@ export class EmbeddedProxy implements ProxyDriver {
    * A sticky cookie naming a server that left the pool is re-pinned (and rewritten) on its next
    * request. Servers no longer in any pool are retired: their idle pooled connections close now
    * (`connection:closed`, reason `pool removed`), busy ones when their request completes.
-   * The entrypoint is not changed by apply(): restart the proxy for that. Works before start() too.
+   * Health checks start, stop or change with the configuration (a changed interval restarts the
+   * timer); a server that stays keeps its health, a new one starts healthy, a probe in flight to a
+   * server that left is dropped without an event. Turning a service's check off puts its servers
+   * that were out back into the rotation (`replica:health-changed` healthy, reason `health check off`).
+   * A server whose state turns to `drain` takes no new requests from now on.
+   * The entrypoint is not changed by apply(): restart the proxy for that. Works before start() too
+   * (probing begins with start()).
    * @throws RangeError (rejects, nothing changed) when a server weight is not a whole number 0..256.
    */
   async apply(config: ProxyConfig): Promise<void> {
@@ -430,9 +608,42 @@ export class EmbeddedProxy implements ProxyDriver {
   }
 
   /**
+   * Resolves true once no request is in flight to `server` (a replica hostname; typically one
+   * apply() set to `drain`), at once when none is; false when some still are after `timeoutMs`.
+   * Requests a retry moved to another server count for the server that answers.
+   */
+  drained(server: string, timeoutMs: number): Promise<boolean> {
+    if ((this.#inflightByServer.get(server) ?? 0) === 0) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const waiter = {
+        server,
+        resolve,
+        timer: setTimeout(() => {
+          this.#drainWaiters.delete(waiter);
+          resolve(false);
+        }, Math.max(0, timeoutMs)),
+      };
+      this.#drainWaiters.add(waiter);
+    });
+  }
+
+  /**
+   * The active health checks as they stand: per service with a check, its settings and each
+   * server's health and whether a probe is in flight. Empty when stopped. For status displays and tests.
+   */
+  healthChecks(): Array<{ service: string; check: HealthCheck; running: boolean; servers: Array<{ name: string; url: string; healthy: boolean; probing: boolean }> }> {
+    return [...this.#checkers.values()].map((c) => ({
+      service: c.service,
+      check: { ...c.check },
+      running: c.timer !== null,
+      servers: c.records.map((r) => ({ name: r.name, url: r.url, healthy: r.healthy, probing: r.probe !== null })),
+    }));
+  }
+
+  /**
    * Closes the listener, every client connection (requests in flight are cut: logged 499) and
-   * every backend connection; resolves once all of them have closed and their events were emitted.
-   * Idempotent.
+   * every backend connection, stops the health checks (no timer and no probe left); resolves once
+   * all of them have closed and their events were emitted. Idempotent.
    */
   stop(): Promise<void> {
     this.#stopped ??= this.#stop().finally(() => {
@@ -445,6 +656,9 @@ export class EmbeddedProxy implements ProxyDriver {
     const server = this.#server;
     if (!server) return;
     this.#stopping = true;
+    this.#stopHealthChecks();
+    this.#checkers.clear();
+    this.#health = new Map();
     for (const socket of this.#live.keys()) {
       const info = this.#conns.get(socket);
       if (info) info.proxyReason ??= 'proxy stopped';
@@ -463,6 +677,7 @@ export class EmbeddedProxy implements ProxyDriver {
     this.#stopping = false;
     // The agents are gone: drop the routing too; start(config) installs a fresh one.
     this.#routing = null;
+    this.#notifyDrainWaiters();
   }
 
   // ------------------------------------------------------------------ configuration
@@ -478,7 +693,9 @@ export class EmbeddedProxy implements ProxyDriver {
     const old = this.#routing;
     const keep = new Set<string>();
     const services = new Map<string, ServiceState>();
+    const health = new Map<string, HealthRecord>();
     for (const svc of config.services) {
+      const hc = svc.loadBalancer.healthCheck;
       const servers = svc.loadBalancer.servers.map((s) => {
         const key = `${s.name} ${s.url}`;
         keep.add(key);
@@ -490,13 +707,21 @@ export class EmbeddedProxy implements ProxyDriver {
           });
           this.#agents.set(key, agent);
         }
-        const data: ServerState = { name: s.name, url: s.url, agent };
+        let record: HealthRecord | null = null;
+        if (hc) {
+          const hkey = `${svc.name}\n${key}`;
+          // A server listed twice in one service shares one record.
+          record = health.get(hkey) ?? this.#health.get(hkey) ?? newHealthRecord(svc.name, s.name, s.url);
+          health.set(hkey, record);
+        }
+        const data: ServerState = { name: s.name, url: s.url, agent, draining: s.state === 'drain', health: record };
         return { name: s.name, url: s.url, weight: s.weight, data };
       });
       const prev = old?.services.get(svc.name);
       const balancer = new ServiceBalancer(svc.loadBalancer, servers, prev?.balancer);
       const hashHeader = svc.loadBalancer.algorithm === 'hash' && svc.loadBalancer.hash ? svc.loadBalancer.hash.header.toLowerCase() : null;
-      services.set(svc.name, { name: svc.name, balancer, hashHeader });
+      const retry = svc.loadBalancer.retry && svc.loadBalancer.retry.attempts > 1 ? { ...svc.loadBalancer.retry } : null;
+      services.set(svc.name, { name: svc.name, balancer, hashHeader, retry });
     }
     for (const [key, agent] of this.#agents) {
       if (keep.has(key)) continue;
@@ -506,6 +731,178 @@ export class EmbeddedProxy implements ProxyDriver {
       else agent.destroy();
     }
     this.#routing = { config: structuredClone(config), services };
+    this.#syncHealthChecks(config, health);
+  }
+
+  // ------------------------------------------------------------------ health checks
+
+  /** Whether a server may take a new request: not draining, and not out of the rotation. */
+  #usable(s: BalancedServer<ServerState>): boolean {
+    return !s.data.draining && (s.data.health?.healthy ?? true);
+  }
+
+  /** Probing runs while the proxy is started (or starting). */
+  #probing(): boolean {
+    return !this.#stopping && (this.#server !== null || this.#starting);
+  }
+
+  /** Makes the health records and checker timers match `config` (called by #install). */
+  #syncHealthChecks(config: ProxyConfig, health: Map<string, HealthRecord>): void {
+    const stillServed = new Set<string>();
+    for (const svc of config.services) for (const s of svc.loadBalancer.servers) stillServed.add(`${svc.name}\n${s.name} ${s.url}`);
+    for (const [key, record] of this.#health) {
+      if (health.get(key) === record) continue;
+      record.cancelled = true;
+      this.#cancelProbe(record);
+      // The check was turned off while the server was out: it is back in the rotation.
+      if (!record.healthy && stillServed.has(key)) {
+        record.healthy = true;
+        this.#emitHealthChanged(record, 'health check off');
+      }
+    }
+    this.#health = health;
+
+    const running = this.#probing();
+    const wanted = new Set<string>();
+    for (const svc of config.services) {
+      const hc = svc.loadBalancer.healthCheck;
+      if (!hc) continue;
+      wanted.add(svc.name);
+      const records = [...new Set(svc.loadBalancer.servers.map((s) => health.get(`${svc.name}\n${s.name} ${s.url}`)!))];
+      let checker = this.#checkers.get(svc.name);
+      if (checker && checker.check.intervalMs !== hc.intervalMs && checker.timer) {
+        clearInterval(checker.timer);
+        checker.timer = null;
+      }
+      if (!checker) {
+        checker = { service: svc.name, check: { ...hc }, timer: null, records };
+        this.#checkers.set(svc.name, checker);
+      }
+      checker.check = { ...hc };
+      checker.records = records;
+      if (running && !checker.timer) {
+        const name = svc.name;
+        // Like Go's time.Ticker in Traefik: the first probes one interval from now.
+        checker.timer = setInterval(() => this.#tick(name), hc.intervalMs);
+      }
+    }
+    for (const [name, checker] of this.#checkers) {
+      if (wanted.has(name)) continue;
+      if (checker.timer) clearInterval(checker.timer);
+      this.#checkers.delete(name);
+    }
+  }
+
+  /** Stops every timer and drops every probe in flight (stop(), a failed start()). */
+  #stopHealthChecks(): void {
+    for (const checker of this.#checkers.values()) {
+      if (checker.timer) clearInterval(checker.timer);
+      checker.timer = null;
+    }
+    for (const record of this.#health.values()) this.#cancelProbe(record);
+  }
+
+  /** Drops a record's probe in flight: its outcome is never reported. */
+  #cancelProbe(record: HealthRecord): void {
+    const probe = record.probe;
+    record.probe = null;
+    probe?.destroy();
+  }
+
+  /** One interval of a service's check: probes each of its servers that has no probe in flight. */
+  #tick(service: string): void {
+    const checker = this.#checkers.get(service);
+    if (!checker || !this.#probing()) return;
+    for (const record of checker.records) if (!record.probe && !record.cancelled) this.#probe(checker, record);
+  }
+
+  /**
+   * `GET <path>` to one server over a fresh connection. Healthy: a 2xx or 3xx status within
+   * `timeoutMs`. Emits `healthcheck:probed`, then `replica:health-changed` when the state flips.
+   */
+  #probe(checker: HealthChecker, record: HealthRecord): void {
+    const { path, timeoutMs } = checker.check;
+    const t0 = performance.now();
+    let settled = false;
+    let req: http.ClientRequest;
+    try {
+      req = http.request(new URL(path, record.url), {
+        method: 'GET',
+        agent: false,
+        headers: { Connection: 'close', 'User-Agent': PROBE_USER_AGENT, 'Accept-Encoding': 'gzip' },
+      });
+    } catch (err) {
+      this.#probed(record, false, null, errCode(err), performance.now() - t0);
+      return;
+    }
+    record.probe = req;
+    const settle = (ok: boolean, status: number | null, error?: string) => {
+      if (settled) return;
+      settled = true;
+      // Cancelled (server left, check stopped, proxy stopped): no event, no state change.
+      if (record.cancelled || record.probe !== req) return;
+      this.#probed(record, ok, status, error, performance.now() - t0);
+    };
+    const timer = setTimeout(() => {
+      settle(false, null, 'timeout');
+      req.destroy();
+    }, timeoutMs);
+    req.on('response', (res) => {
+      const status = res.statusCode ?? 0;
+      const ok = status >= 200 && status < 400;
+      settle(ok, status, ok ? undefined : `status ${status}`);
+      // Read the body away; the connection closes after it (Connection: close), or at the timeout.
+      res.resume();
+      res.on('end', () => {
+        clearTimeout(timer);
+        req.destroy();
+      });
+    });
+    req.on('error', (err) => settle(false, null, errCode(err)));
+    req.on('close', () => {
+      clearTimeout(timer);
+      if (record.probe === req) record.probe = null;
+    });
+    req.end();
+  }
+
+  #probed(record: HealthRecord, ok: boolean, status: number | null, error: string | undefined, ms: number): void {
+    const at = Date.now();
+    this.#bus.emit('healthcheck:probed', {
+      service: record.service,
+      replica: record.name,
+      ok,
+      ms: Math.round(ms * 10) / 10,
+      status,
+      ...(error !== undefined ? { error } : {}),
+      at,
+    });
+    if (record.healthy === ok) return;
+    record.healthy = ok;
+    this.#emitHealthChanged(record, ok ? 'health check passed' : `health check failed: ${error ?? 'error'}`);
+  }
+
+  #emitHealthChanged(record: HealthRecord, reason: string): void {
+    this.#bus.emit('replica:health-changed', {
+      service: record.service,
+      hostname: record.name,
+      port: record.port,
+      pid: null,
+      at: Date.now(),
+      reason,
+      healthy: record.healthy,
+    });
+  }
+
+  // ------------------------------------------------------------------ drain
+
+  #notifyDrainWaiters(): void {
+    for (const w of [...this.#drainWaiters]) {
+      if ((this.#inflightByServer.get(w.server) ?? 0) > 0) continue;
+      this.#drainWaiters.delete(w);
+      clearTimeout(w.timer);
+      w.resolve(true);
+    }
   }
 
   // ------------------------------------------------------------------ connections
@@ -658,6 +1055,13 @@ export class EmbeddedProxy implements ProxyDriver {
       servedBy: null,
       bytes: 0,
       replayed: false,
+      cookie: req.headers.cookie,
+      hashKey: undefined,
+      tries: 1,
+      attempt: 0,
+      failed: new Set(),
+      retried: false,
+      body: null,
       done: false,
     };
     this.#requests.set(req, st);
@@ -680,20 +1084,16 @@ export class EmbeddedProxy implements ProxyDriver {
     if (!service) return this.#answer(res, st, 404, '404 page not found\n');
     const hashed = service.hashHeader ? req.headers[service.hashHeader] : undefined;
     const hashKey = Array.isArray(hashed) ? hashed.join(', ') : hashed;
-    const picked = service.balancer.pick({
-      cookie: req.headers.cookie,
-      hashKey: hashKey?.trim() ? hashKey : undefined,
-      inflight: (s) => s.data.agent.inflight,
-    });
+    st.hashKey = hashKey?.trim() ? hashKey : undefined;
+    // Servers out of the rotation (health check) or draining take no new request: none left = 503.
+    const picked = this.#pick(service, st);
     if (!picked) return this.#answer(res, st, 503, 'no available server\n');
+    this.#assign(st, picked);
     const server = picked.server.data;
-    st.server = server;
-    if (picked.sticky) {
-      st.stickyCookie = picked.sticky.set ?? picked.sticky.pair;
-      if (picked.sticky.set) st.setCookie = picked.sticky.set;
+    // Retry needs the body again if the first try cannot connect: keep a copy (see BodyReplay).
+    if (service.retry && (req.headers['transfer-encoding'] || (req.headers['content-length'] && req.headers['content-length'] !== '0'))) {
+      st.body = new BodyReplay(req);
     }
-    server.agent.inflight++;
-    st.inflightOn = server.agent;
 
     // Headers: drop hop-by-hop and untrusted forwarding headers; the Connection header stays on
     // `req` for http-proxy-3's response pass (keep-alive vs close towards the client) but the
@@ -715,16 +1115,84 @@ export class EmbeddedProxy implements ProxyDriver {
     this.#forward(req, res, st, server);
   }
 
+  /** The balancer's pick for a request, among the usable servers not failed by an earlier try. */
+  #pick(service: ServiceState, st: RequestState): BalancerPick<ServerState> | null {
+    return service.balancer.pick({
+      cookie: st.cookie,
+      hashKey: st.hashKey,
+      inflight: (s) => s.data.agent.inflight,
+      usable: (s) => this.#usable(s) && !st.failed.has(`${s.data.name} ${s.data.url}`),
+    });
+  }
+
+  /** Makes `picked` the request's server: sticky cookie to write, in-flight counts. */
+  #assign(st: RequestState, picked: BalancerPick<ServerState>): void {
+    const server = picked.server.data;
+    st.server = server;
+    delete st.stickyCookie;
+    delete st.setCookie;
+    if (picked.sticky) {
+      st.stickyCookie = picked.sticky.set ?? picked.sticky.pair;
+      if (picked.sticky.set) st.setCookie = picked.sticky.set;
+    }
+    server.agent.inflight++;
+    st.inflightOn = server.agent;
+    this.#inflightByServer.set(server.name, (this.#inflightByServer.get(server.name) ?? 0) + 1);
+  }
+
+  /** Gives back the in-flight counts #assign took (request completed, or moved by a retry). */
+  #release(st: RequestState): void {
+    const agent = st.inflightOn;
+    if (!agent) return;
+    st.inflightOn = null;
+    agent.inflight--;
+    const n = (this.#inflightByServer.get(agent.serverName) ?? 1) - 1;
+    if (n > 0) this.#inflightByServer.set(agent.serverName, n);
+    else this.#inflightByServer.delete(agent.serverName);
+    if (n <= 0 && this.#drainWaiters.size > 0) this.#notifyDrainWaiters();
+  }
+
   #forward(req: http.IncomingMessage, res: http.ServerResponse, st: RequestState, server: ServerState): void {
     // http-proxy-3's XHeaders pass appends to these; reset them so a replay does not add twice.
     for (const h of ['x-forwarded-for', 'x-forwarded-port', 'x-forwarded-proto', 'x-forwarded-host']) delete req.headers[h];
     st.proxyReq = null;
+    const attempt = ++st.attempt;
     this.#proxy.web(
       req,
       res,
-      { target: server.url, agent: server.agent, headers: { connection: 'keep-alive' } },
-      (err) => this.#onProxyError(err, req, res, st, server),
+      {
+        target: server.url,
+        agent: server.agent,
+        headers: { connection: 'keep-alive' },
+        ...(st.body ? { buffer: st.body.stream() } : {}),
+      },
+      (err) => {
+        // An earlier try's handlers fire too when the client request errors later: only the current one counts.
+        if (attempt === st.attempt) this.#onProxyError(err, req, res, st, server);
+      },
     );
+  }
+
+  /**
+   * Traefik's retry middleware: another try, on another server, when the backend received nothing
+   * (no connection could be made), up to `attempts` tries. False when no retry is possible.
+   */
+  #retry(req: http.IncomingMessage, res: http.ServerResponse, st: RequestState, server: ServerState): boolean {
+    const service = st.service ? this.#routing?.services.get(st.service) : undefined;
+    if (!service?.retry || st.tries >= service.retry.attempts) return false;
+    if (res.headersSent || res.destroyed || this.#stopping || req.socket.destroyed) return false;
+    if (st.body && !st.body.replayable) return false;
+    st.failed.add(`${server.name} ${server.url}`);
+    const picked = this.#pick(service, st);
+    if (!picked) return false;
+    this.#release(st);
+    this.#assign(st, picked);
+    st.tries++;
+    st.retried = true;
+    delete st.error;
+    st.upstreamConnId = null;
+    this.#forward(req, res, st, picked.server.data);
+    return true;
   }
 
   #onProxyRes(proxyRes: http.IncomingMessage, req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -777,6 +1245,9 @@ export class EmbeddedProxy implements ProxyDriver {
       this.#forward(req, res, st, server);
       return;
     }
+    // The backend got nothing of the request (the connection was never made): Traefik's retry.
+    const connected = upstream !== undefined;
+    if (!connected && this.#retry(req, res, st, server)) return;
     st.error = code;
     st.upstreamConnId = upstream?.id ?? st.upstreamConnId;
     if (res.headersSent || res.destroyed) {
@@ -804,7 +1275,6 @@ export class EmbeddedProxy implements ProxyDriver {
   #complete(req: http.IncomingMessage, res: http.ServerResponse, st: RequestState): void {
     if (st.done) return;
     st.done = true;
-    if (st.inflightOn) st.inflightOn.inflight--;
     const ms = Math.round((performance.now() - st.t0) * 10) / 10;
     let status = res.statusCode;
     if (!res.writableFinished) {
@@ -840,6 +1310,7 @@ export class EmbeddedProxy implements ProxyDriver {
       clientConnId: st.clientConnId,
       upstreamConnId: st.upstreamConnId,
       ...(st.stickyCookie !== undefined ? { stickyCookie: st.stickyCookie } : {}),
+      ...(st.retried ? { retried: true } : {}),
       ...(st.error !== undefined ? { error: st.error } : {}),
     });
     // Traefik CLF: <ip> - <user> [<time>] "<method> <path> <proto>" <status> <size> "<referer>"
@@ -851,7 +1322,14 @@ export class EmbeddedProxy implements ProxyDriver {
       `${status} ${st.bytes} ${quoted(referer)} ${quoted(ua)} ${st.id} ` +
       `${quoted(st.router?.name)} ${quoted(server?.url)} ${Math.round(ms)}ms`;
     this.#bus.emit('log:line', { source: 'proxy', stream: 'access', text, at: Date.now() });
+    // Last: a drained() waiter learns of it after the request's event.
+    this.#release(st);
   }
+}
+
+/** A duration in Go's time.ParseDuration syntax, as Traefik reads it: `3s`, `200ms`. */
+function goDuration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
 function listenErrorSentence(err: NodeJS.ErrnoException, host: string, port: number): string {
