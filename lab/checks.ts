@@ -63,5 +63,59 @@ const loginSurvivesReloads: LessonCheck = {
   },
 };
 
+/**
+ * With a replica down, sends a short steady burst through the proxy (20 requests a second for
+ * 2 s, a new connection each, like independent users) and passes when none failed.
+ */
+const requestsSurviveACrash: LessonCheck = {
+  id: 'requests-survive-a-crash',
+  title: 'With a replica crashed, no request fails',
+  async run({ proxyBase, status }) {
+    const down = status.services.flatMap((s) => s.instances).filter((r) => r.state === 'crashed' || r.healthy === false);
+    if (down.length === 0) return { ok: false, message: 'No replica is down yet: crash one first.' };
+    const service = down[0].service;
+    const path = status.topology.routes.find((r) => r.service === service)?.pathPrefix ?? '/';
+    const client = new ProbeClient({ baseUrl: proxyBase, connection: 'new' });
+    const results: Array<{ status: number; servedBy: string | null }> = [];
+    try {
+      const started = Date.now();
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < 40; i++) {
+        const wait = started + i * 50 - Date.now();
+        // Pacing a steady load, not waiting for readiness.
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        sends.push(
+          client.get(path, { timeoutMs: 3000 }).then(
+            (r) => void results.push({ status: r.status, servedBy: r.servedBy }),
+            () => void results.push({ status: 0, servedBy: null }),
+          ),
+        );
+      }
+      await Promise.all(sends);
+    } finally {
+      client.close();
+    }
+    const failed = results.filter((r) => r.status === 0 || r.status >= 500);
+    if (failed.length === 0) return { ok: true, message: `All 40 requests succeeded while ${down.map((r) => r.hostname).join(', ')} was down.` };
+    const statuses = [...new Set(failed.map((r) => (r.status === 0 ? 'no answer' : String(r.status))))].join(', ');
+    return { ok: false, message: `${failed.length} of 40 requests failed (${statuses}) while ${down.map((r) => r.hostname).join(', ')} was down.` };
+  },
+};
+
+/** Passes when the last rolling redeploy ran under traffic and no request failed meanwhile. */
+const redeployLosesNothing: LessonCheck = {
+  id: 'redeploy-loses-nothing',
+  title: 'Redeploy every replica under load with no failed request',
+  async run({ status }) {
+    const last = status.lastRedeploy;
+    if (!last) return { ok: false, message: 'No rolling redeploy has finished yet: start a load, then redeploy.' };
+    if (last.requests < 10) return { ok: false, message: `Only ${last.requests} requests reached ${last.service} during the redeploy: run it under load.` };
+    if (last.failed > 0) return { ok: false, message: `${last.failed} of ${last.requests} requests failed during the ${last.strategy} redeploy of ${last.service}.` };
+    return { ok: true, message: `${last.requests} requests, none failed, during the ${last.strategy} redeploy of ${last.service}.` };
+  },
+};
+
 /** Every check, by id. */
-export const CHECKS: ReadonlyMap<string, LessonCheck> = new Map([loginSurvivesReloads].map((c) => [c.id, c]));
+export const CHECKS: ReadonlyMap<string, LessonCheck> = new Map(
+  [loginSurvivesReloads, requestsSurviveACrash, redeployLosesNothing].map((c) => [c.id, c]),
+);

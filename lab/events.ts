@@ -77,15 +77,47 @@ export interface ReplicaEvent {
   reason?: string;
 }
 
+/** The proxy took a server out of its pool (healthy false) or put it back (true). */
 export interface ReplicaHealthChanged extends ReplicaEvent {
   healthy: boolean;
 }
 
+/** One second of a steady load run (lab/load.ts). */
+export interface LoadTicked {
+  runId: string;
+  /** Seconds since the run started (0-based). */
+  second: number;
+  ok: number;
+  failed: number;
+  /** Answers per replica hostname (`none` when no replica answered). */
+  byReplica: Record<string, number>;
+  /** Answers per status (`0` = no answer: connection error or timeout). */
+  byStatus: Record<string, number>;
+  at: number;
+}
+
+export interface LoadFinished {
+  runId: string;
+  sent: number;
+  ok: number;
+  failed: number;
+  /** ms from the first failed request to the last one, or null without failures. */
+  failureWindowMs: number | null;
+  firstFailureAt: number | null;
+  lastFailureAt: number | null;
+  at: number;
+}
+
 export interface HealthcheckProbed {
+  service: string;
   replica: string;
   ok: boolean;
+  /** Probe duration in ms (up to the timeout). */
   ms: number;
+  /** HTTP status, or null when there was no answer (refused, timeout). */
   status: number | null;
+  /** e.g. `timeout`, `ECONNREFUSED`, `status 503`. */
+  error?: string;
   at: number;
 }
 
@@ -123,6 +155,8 @@ export interface LabEvents {
   'proxy:applied': ProxyApplied;
   'log:line': LogLine;
   'lab:changed': TopologyChanged;
+  'load:ticked': LoadTicked;
+  'load:finished': LoadFinished;
 }
 
 export type LabEventName = keyof LabEvents;

@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { EventBus } from './events.ts';
-import type { BackendRuntime, ProxyCapabilities, ProxyDriver, ReplicaHandle } from './seams.ts';
+import type { BackendRuntime, Fault, ProxyCapabilities, ProxyDriver, ReplicaHandle } from './seams.ts';
 import type { LabStatus, ReplicaState, ReplicaStatus } from './status.ts';
 import { Topology, ServiceName, ReplicaCount, defaultTopology, SERVICE_NAMES, balancerOf, type DriverName } from './topology.ts';
 import { buildProxyConfig } from './proxy/config.ts';
@@ -67,13 +67,40 @@ interface Replica {
   handle: ReplicaHandle | null;
   requests: number;
   weight: number;
+  fault: string;
+  healthy: boolean | null;
   startedAt: number;
+  /** Set when its process died unexpectedly: settles once the lab has handled it. */
+  crash?: Promise<void>;
 }
+
+/** A fault as the API and CLI take it: a Fault, or `crash` (the process dies). */
+export const FaultRequest = z.discriminatedUnion(
+  'mode',
+  [
+    z.strictObject({ mode: z.literal('healthy') }),
+    z.strictObject({ mode: z.literal('unhealthy') }),
+    z.strictObject({ mode: z.literal('errors') }),
+    z.strictObject({ mode: z.literal('hang') }),
+    z.strictObject({ mode: z.literal('crash') }),
+    z.strictObject({
+      mode: z.literal('slow'),
+      ms: z.number({ error: 'slow needs ms, a number' }).int('ms must be whole').min(1, 'ms must be at least 1').max(60_000, 'ms must be at most 60000'),
+    }),
+  ],
+  { error: 'mode must be one of: healthy, unhealthy, slow, errors, hang, crash' },
+);
+export type FaultRequest = z.infer<typeof FaultRequest>;
+
+/** How long a drain may wait for requests in flight before stopping anyway (ms). */
+const DRAIN_TIMEOUT_MS = 30_000;
 
 export class Lab {
   readonly #o: LabOptions;
   #proxy: ProxyDriver;
   #lesson: string | null = null;
+  #redeploy: LabStatus['redeploy'] = null;
+  #lastRedeploy: LabStatus['lastRedeploy'] = null;
   #topology: Topology;
   /** Every replica the lab knows, in start order (which is the proxy's round-robin order). */
   readonly #replicas = new Map<string, Replica>();
@@ -105,7 +132,15 @@ export class Lab {
       this.#o.bus.on('request:completed', (r) => {
         this.#requestsTotal++;
         const replica = r.replica ? this.#replicas.get(r.replica) : undefined;
-        if (replica) replica.requests++;
+        if (replica && r.status > 0 && !r.error) replica.requests++;
+      }),
+      this.#o.bus.on('replica:health-changed', (e) => {
+        const replica = this.#replicas.get(e.hostname);
+        if (replica && replica.healthy !== e.healthy) {
+          replica.healthy = e.healthy;
+          this.#log(`the proxy marked ${e.hostname} ${e.healthy ? 'UP: back in the rotation' : 'DOWN: out of the rotation'}`);
+          this.#changed(`health ${e.hostname}`);
+        }
       }),
     );
     this.#proxyPort = await this.#proxy.start(this.#config());
@@ -180,6 +215,7 @@ export class Lab {
       next.proxy.driver = this.#proxy.name;
       this.#topology = next;
       this.#lesson = lesson;
+      this.#lastRedeploy = null;
       this.#requestsTotal = 0;
       await this.#applyProxy();
       await this.#converge('reset');
@@ -291,6 +327,142 @@ export class Lab {
     }
   }
 
+  /**
+   * Puts a replica into a fault (through the runtime's side channel, not the proxy), or crashes
+   * it (`crash`: SIGKILL, seen as a crash). With dynamic discovery a crashed replica leaves the
+   * pool as an orchestrator would notice; with static discovery it stays in the server list.
+   * @throws LabError not-found for an unknown replica, bad-request for a bad fault or a replica that is not running.
+   */
+  fault(name: string, fault: unknown): Promise<LabStatus> {
+    const parsed = FaultRequest.safeParse(fault);
+    if (!parsed.success) throw new LabError(parsed.error.issues[0]?.message ?? 'invalid fault', 'bad-request');
+    const f = parsed.data;
+    return this.#enqueue(async () => {
+      const replica = this.#find(name);
+      if (replica.state !== 'running' && replica.state !== 'draining') {
+        throw new LabError(`${replica.hostname} is ${replica.state}; faults apply to running replicas.`, 'bad-request');
+      }
+      if (f.mode === 'crash') {
+        this.#log(`fault ${replica.hostname}: crash`);
+        await this.#o.runtime.crash(replica.hostname);
+        await this.#crashHandled(replica);
+        return this.status();
+      }
+      await this.#o.runtime.setFault(replica.hostname, f as Fault);
+      replica.fault = f.mode === 'slow' ? `slow ${f.ms} ms` : f.mode;
+      this.#log(`fault ${replica.hostname}: ${replica.fault}`);
+      this.#changed(`fault ${replica.hostname}`);
+      return this.status();
+    });
+  }
+
+  /**
+   * Starts a crashed replica again at the same address (static discovery keeps it in the server
+   * list), as an operator restarting a node would. Resolves when it is ready.
+   * @throws LabError not-found / bad-request when the replica is not crashed.
+   */
+  restart(name: string): Promise<LabStatus> {
+    return this.#enqueue(async () => {
+      const replica = this.#find(name, true);
+      if (replica.state !== 'crashed') throw new LabError(`${replica.hostname} is ${replica.state}, not crashed: nothing to restart.`, 'bad-request');
+      this.#log(`restart ${replica.hostname} on port ${replica.handle?.port}`);
+      await this.#restartProcess(replica);
+      this.#changed(`restart ${replica.hostname}`);
+      return this.status();
+    });
+  }
+
+  /**
+   * Replaces every replica of a service, one at a time, while traffic flows.
+   * - `naive`: kill the process, start the new one (same address with static discovery; a new
+   *   replica with dynamic discovery). Requests sent meanwhile fail.
+   * - `drain`: start the new one first (dynamic) or take the old one out of rotation first
+   *   (static: `drain`, wait for requests in flight, stop, start, wait until ready, back in).
+   * Resolves when done; progress shows in status().redeploy and the lab log.
+   */
+  redeploy(service: string, strategy: 'naive' | 'drain'): Promise<LabStatus> {
+    const name = this.#serviceName(service);
+    return this.#enqueue(async () => {
+      const olds = this.#ofService(name).filter((r) => r.state === 'running' || r.state === 'crashed');
+      this.#redeploy = { service: name, strategy, done: 0, total: olds.length };
+      this.#log(`rolling redeploy of ${name} (${strategy}): ${olds.length} replica(s)`);
+      this.#changed(`redeploy ${name}`);
+      const started = Date.now();
+      let requests = 0;
+      let failed = 0;
+      const off = this.#o.bus.on('request:completed', (r) => {
+        if (r.service !== name) return;
+        requests++;
+        if (r.status >= 500 || r.status === 0 || r.error) failed++;
+      });
+      try {
+        for (const old of olds) {
+          if (this.#topology.discovery === 'static') await this.#redeployStatic(old, strategy);
+          else await this.#redeployDynamic(old, strategy);
+          this.#redeploy.done++;
+          this.#changed(`redeploy ${name} ${this.#redeploy.done}/${this.#redeploy.total}`);
+        }
+      } finally {
+        off();
+        this.#redeploy = null;
+        this.#lastRedeploy = { service: name, strategy, requests, failed, ms: Date.now() - started, at: Date.now() };
+        this.#log(`rolling redeploy of ${name} done: ${failed} of ${requests} requests failed meanwhile`);
+        this.#changed(`redeploy ${name} done`);
+      }
+      return this.status();
+    });
+  }
+
+  async #redeployStatic(old: Replica, strategy: 'naive' | 'drain'): Promise<void> {
+    if (strategy === 'drain' && old.state === 'running') {
+      await this.#drain(old);
+      await this.#o.runtime.stop(old.hostname, { signal: 'SIGTERM' });
+    } else if (old.state !== 'crashed') {
+      old.state = 'crashed'; // stays in the static server list while it is down
+      await this.#o.runtime.stop(old.hostname, { signal: 'SIGKILL' });
+      this.#o.bus.emit('replica:stopped', { ...this.#event(old), reason: 'redeploy (killed)' });
+    }
+    await this.#restartProcess(old);
+  }
+
+  async #redeployDynamic(old: Replica, strategy: 'naive' | 'drain'): Promise<void> {
+    if (strategy === 'drain') {
+      await this.#startReplica(old.service);
+      await this.#drain(old);
+      await this.#remove(old, 'redeployed', 'SIGTERM');
+    } else {
+      // The process dies first; the pool update follows the exit, as an orchestrator's would.
+      await this.#o.runtime.stop(old.hostname, { signal: 'SIGKILL' });
+      await this.#remove(old, 'redeploy (killed)', 'SIGKILL');
+      await this.#startReplica(old.service);
+    }
+  }
+
+  /** Takes a replica out of rotation (server state drain) and waits for its requests in flight. */
+  async #drain(replica: Replica): Promise<void> {
+    replica.state = 'draining';
+    await this.#applyProxy();
+    this.#changed(`drain ${replica.hostname}`);
+    const drained = await this.#proxy.drained(replica.hostname, DRAIN_TIMEOUT_MS);
+    this.#log(drained ? `${replica.hostname} drained` : `${replica.hostname} still had requests after ${DRAIN_TIMEOUT_MS} ms; stopping anyway`);
+  }
+
+  /** Starts a replica's process again at its old port, keeping its hostname; back in the pool when ready. */
+  async #restartProcess(replica: Replica): Promise<void> {
+    const port = replica.handle?.port;
+    replica.state = 'starting';
+    replica.fault = 'healthy';
+    this.#changed(`starting ${replica.hostname}`);
+    replica.handle = await this.#o.runtime.start(
+      { service: replica.service, hostname: replica.hostname, ...(port ? { port } : {}) },
+      this.#hooks(replica),
+    );
+    replica.state = 'running';
+    replica.startedAt = Date.now();
+    await this.#applyProxy();
+    this.#o.bus.emit('replica:started', this.#event(replica));
+  }
+
   /** The configuration text the running proxy uses (haproxy.cfg, or Traefik-style YAML). */
   proxyConfigText(): { driver: DriverName; text: string } {
     return { driver: this.#proxy.name, text: this.#proxy.render(this.#config()) };
@@ -303,6 +475,8 @@ export class Lab {
       sessionId: this.#o.sessionId,
       runtime: this.#o.runtime.name,
       lesson: this.#lesson,
+      redeploy: this.#redeploy ? { ...this.#redeploy } : null,
+      lastRedeploy: this.#lastRedeploy ? { ...this.#lastRedeploy } : null,
       proxy: {
         driver: this.#proxy.name,
         capabilities: { ...this.#proxy.capabilities },
@@ -323,6 +497,8 @@ export class Lab {
             requests: r.requests,
             weight: r.weight,
             implementation: r.handle?.implementation ?? null,
+            fault: r.fault,
+            healthy: r.healthy,
             startedAt: r.startedAt,
           }),
         ),
@@ -358,10 +534,11 @@ export class Lab {
     return parsed.data;
   }
 
-  #find(name: string): Replica {
+  #find(name: string, includeCrashed = false): Replica {
+    const usable = (r: Replica) => r.state !== 'stopping' && (includeCrashed || r.state !== 'crashed');
     const exact = this.#replicas.get(name);
-    if (exact && exact.state !== 'stopping') return exact;
-    const bySlot = [...this.#replicas.values()].filter((r) => r.state !== 'stopping' && r.hostname.startsWith(`${name}-`));
+    if (exact && usable(exact)) return exact;
+    const bySlot = [...this.#replicas.values()].filter((r) => usable(r) && r.hostname.startsWith(`${name}-`));
     if (bySlot.length === 1) return bySlot[0];
     const live = [...this.#replicas.values()].filter((r) => r.state !== 'stopping').map((r) => r.hostname);
     throw new LabError(
@@ -416,19 +593,22 @@ export class Lab {
   async #startReplica(service: ServiceName): Promise<void> {
     const slot = this.#nextSlot(service);
     const hostname = `${service}-${slot}-${randomBytes(2).toString('hex')}`;
-    const replica: Replica = { service, hostname, slot, state: 'starting', handle: null, requests: 0, weight: 1, startedAt: Date.now() };
+    const replica: Replica = {
+      service,
+      hostname,
+      slot,
+      state: 'starting',
+      handle: null,
+      requests: 0,
+      weight: 1,
+      fault: 'healthy',
+      healthy: null,
+      startedAt: Date.now(),
+    };
     this.#replicas.set(hostname, replica);
     this.#changed(`starting ${hostname}`);
     try {
-      replica.handle = await this.#o.runtime.start(
-        { service, hostname },
-        {
-          onLog: (stream, text) => this.#o.bus.emit('log:line', { source: hostname, stream, text, at: Date.now() }),
-          onExit: (info) => {
-            if (!info.expected) void this.#crashed(replica, info);
-          },
-        },
-      );
+      replica.handle = await this.#o.runtime.start({ service, hostname }, this.#hooks(replica));
     } catch (err) {
       this.#replicas.delete(hostname);
       throw err;
@@ -439,9 +619,31 @@ export class Lab {
     this.#o.bus.emit('replica:started', this.#event(replica));
   }
 
+  #hooks(replica: Replica) {
+    return {
+      onLog: (stream: 'stdout' | 'stderr', text: string) => this.#o.bus.emit('log:line', { source: replica.hostname, stream, text, at: Date.now() }),
+      onExit: (info: { code: number | null; signal: string | null; expected: boolean }) => {
+        if (!info.expected) replica.crash = this.#crashed(replica, info);
+      },
+    };
+  }
+
+  /** Waits until the exit of a replica crashed on purpose has been handled. */
+  async #crashHandled(replica: Replica): Promise<void> {
+    await replica.crash;
+  }
+
   async #crashed(replica: Replica, info: { code: number | null; signal: string | null }): Promise<void> {
-    if (!this.#replicas.has(replica.hostname) || replica.state === 'stopping' || this.#stopping) return;
+    if (!this.#replicas.has(replica.hostname) || replica.state === 'stopping' || replica.state === 'crashed' || this.#stopping) return;
     const reason = info.signal ? `killed by ${info.signal}` : `exit code ${info.code}`;
+    if (this.#topology.discovery === 'static') {
+      // A fixed server list (Traefik's file provider) does not notice: the dead address stays in the pool.
+      replica.state = 'crashed';
+      this.#log(`${replica.hostname} crashed (${reason}); static discovery keeps it in the proxy's server list`);
+      this.#o.bus.emit('replica:crashed', { ...this.#event(replica), reason });
+      this.#changed(`crash ${replica.hostname}`);
+      return;
+    }
     this.#replicas.delete(replica.hostname);
     const spec = this.#topology.services[replica.service];
     this.#topology = {
@@ -464,11 +666,12 @@ export class Lab {
   }
 
   #config() {
-    const pools = new Map<ServiceName, Array<{ hostname: string; host: string; port: number; weight: number }>>();
+    const pools = new Map<ServiceName, Array<{ hostname: string; host: string; port: number; weight: number; state: 'ready' | 'drain' }>>();
     for (const r of this.#replicas.values()) {
-      if (r.state !== 'running' || !r.handle) continue;
+      const inPool = r.state === 'running' || r.state === 'draining' || (r.state === 'crashed' && this.#topology.discovery === 'static');
+      if (!inPool || !r.handle) continue;
       const pool = pools.get(r.service) ?? [];
-      pool.push({ hostname: r.hostname, host: r.handle.host, port: r.handle.port, weight: r.weight });
+      pool.push({ hostname: r.hostname, host: r.handle.host, port: r.handle.port, weight: r.weight, state: r.state === 'draining' ? 'drain' : 'ready' });
       pools.set(r.service, pool);
     }
     return buildProxyConfig(this.#topology, pools, {

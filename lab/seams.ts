@@ -12,7 +12,25 @@ export interface ReplicaSpec {
   service: ServiceName;
   /** The replica's hostname, unique in the lab (e.g. `web_dynamic-2-a1b2`); the backend reports it. */
   hostname: string;
+  /**
+   * Listen on this port instead of a free one: a replica restarted behind a static server list
+   * (Traefik's file provider) must come back at the same address. Rejects if the port is taken.
+   */
+  port?: number;
+  /** Extra environment for the backend, e.g. `{ KEEPALIVE_TIMEOUT_MS: '30000' }`. Names match /^[A-Z][A-Z0-9_]*$/. */
+  env?: Record<string, string>;
 }
+
+/**
+ * A fault a replica can be put in, through a side channel the proxy does not route:
+ * - healthy: normal answers (clears any fault);
+ * - unhealthy: only GET /health fails (503), everything else answers normally;
+ * - slow: every answer (health included) is delayed by `ms` (1..60000);
+ * - errors: every answer but /health is a 500;
+ * - hang: connections are accepted, requests never answered (health included).
+ * A crash (the process dies) is BackendRuntime.crash().
+ */
+export type Fault = { mode: 'healthy' | 'unhealthy' | 'errors' | 'hang' } | { mode: 'slow'; ms: number };
 
 /** A replica the runtime started and found ready (its HTTP /health answered 200). */
 export interface ReplicaHandle {
@@ -63,6 +81,13 @@ export interface BackendRuntime {
   stop(hostname: string, opts?: { signal?: 'SIGTERM' | 'SIGKILL'; graceMs?: number }): Promise<void>;
   /** Stops every replica this runtime started; resolves when all are gone. */
   stopAll(): Promise<void>;
+  /**
+   * Kills a replica with SIGKILL as a crash: its hooks.onExit gets `expected: false`, as if it
+   * had died on its own. Resolves when it is gone. Unknown hostname: rejects with a sentence.
+   */
+  crash(hostname: string): Promise<void>;
+  /** Puts a running replica into a fault mode (see Fault); resolves once the replica applies it. */
+  setFault(hostname: string, fault: Fault): Promise<void>;
 }
 
 // ---------------------------------------------------------------- proxy
@@ -138,12 +163,47 @@ export interface ProxyService {
     sticky?: { cookie: StickyCookie };
     /** Present when algorithm is `hash`. */
     hash?: HashSettings;
+    /** Present when active health checks are on. */
+    healthCheck?: HealthCheck;
+    /** Present when retry on connection failure is on. */
+    retry?: Retry;
   };
+}
+
+/**
+ * An active health check: the proxy sends `GET <path>` to every server each `intervalMs` and
+ * counts a probe failed when it gets no 2xx/3xx answer within `timeoutMs`.
+ * Traefik (https://doc.traefik.io/traefik/routing/services/#health-check): one failure takes the
+ * server out, one success puts it back (it has no fall/rise). HAProxy (`option httpchk`,
+ * `check inter <interval> fall <n> rise <n>`, `timeout check`): out after `fall` consecutive
+ * failures, back after `rise` consecutive successes.
+ */
+export interface HealthCheck {
+  path: string;
+  intervalMs: number;
+  timeoutMs: number;
+  fall: number;
+  rise: number;
+}
+
+/**
+ * Retry when the server cannot be reached (connection refused/reset before any answer), on
+ * another server: Traefik's retry middleware (https://doc.traefik.io/traefik/middlewares/http/retry/),
+ * HAProxy `retries <n>` + `option redispatch`. A server that answers 500 is not retried.
+ */
+export interface Retry {
+  /** Total tries per request, including the first (Traefik `attempts`). */
+  attempts: number;
 }
 
 export interface ProxyServer {
   /** The replica hostname; shows up in events and access logs. */
   name: string;
+  /**
+   * `ready` (default) takes requests; `drain` takes no new ones (sticky clients are re-pinned)
+   * while requests in flight finish (HAProxy `set server ... state drain`).
+   */
+  state?: 'ready' | 'drain';
   /** e.g. `http://127.0.0.1:41234` */
   url: string;
   /** Relative share for weighted round-robin, 0..256 (HAProxy's range; 0 = takes no new requests). Default 1. */
@@ -188,4 +248,9 @@ export interface ProxyDriver {
   runtimeCommand?(command: string): Promise<string>;
   /** URL of the proxy's own status page (HAProxy stats), or null. */
   readonly statsUrl?: string | null;
+  /**
+   * Resolves true once no request is in flight to `server` (a server set to `drain` by apply()),
+   * or false after `timeoutMs`.
+   */
+  drained(server: string, timeoutMs: number): Promise<boolean>;
 }

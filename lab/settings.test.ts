@@ -53,3 +53,30 @@ describe('balancerOf', () => {
     expect(balancerOf(t, 'web_static')).toMatchObject({ algorithm: 'round-robin', sticky: true });
   });
 });
+
+describe('health check, retry and discovery settings', () => {
+  it('parses them', () => {
+    expect(parseSetting('healthcheck=on')).toMatchObject({ field: 'healthCheck', value: true });
+    expect(parseSetting('healthcheck.interval=1000')).toMatchObject({ field: 'healthCheckInterval', value: 1000 });
+    expect(parseSetting('web_dynamic.healthcheck.path=/app/health')).toMatchObject({ service: 'web_dynamic', field: 'healthCheckPath', value: '/app/health' });
+    expect(parseSetting('retry=on')).toMatchObject({ field: 'retry', value: true });
+    expect(parseSetting('discovery=static')).toMatchObject({ field: 'discovery', value: 'static' });
+    const t = applySettings(defaultTopology(), [parseSetting('discovery=static'), parseSetting('healthcheck.fall=2')]);
+    expect(t.discovery).toBe('static');
+    expect(balancerOf(t, 'web_static').healthCheckFall).toBe(2);
+  });
+
+  it.each([
+    ['healthcheck.interval=50', /healthcheck.interval must be at least 100 ms/],
+    ['healthcheck.interval=1s', /healthcheck.interval must be a whole number/],
+    ['healthcheck.timeout=99999', /healthcheck.timeout must be at most 30000 ms/],
+    ['healthcheck.path=health', /healthcheck.path must start with \//],
+    ['healthcheck.fall=0', /healthcheck.fall must be at least 1/],
+    ['retry=maybe', /retry must be on or off/],
+    ['retry.attempts=9', /retry.attempts must be at most 5/],
+    ['discovery=dns', /discovery must be dynamic or static/],
+    ['web_static.discovery=static', /applies to the whole lab/],
+  ])('refuses %j', (text, message) => {
+    expect(() => parseSetting(text)).toThrow(message);
+  });
+});

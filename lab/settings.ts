@@ -4,7 +4,21 @@
  * API and the CLI, so both refuse the same input with the same sentence (naming the field).
  */
 import { z } from 'zod';
-import { Algorithm, CookieName, HashType, HeaderName, ServiceName, type Balancer, type Topology } from './topology.ts';
+import {
+  Algorithm,
+  CookieName,
+  Discovery,
+  FallRise,
+  HashType,
+  HeaderName,
+  HealthInterval,
+  HealthPath,
+  HealthTimeout,
+  RetryAttempts,
+  ServiceName,
+  type Balancer,
+  type Topology,
+} from './topology.ts';
 
 /** A setting name as typed, and the Balancer field it sets. */
 const SETTINGS = {
@@ -13,28 +27,55 @@ const SETTINGS = {
   'sticky.cookie': 'stickyCookie',
   'hash.header': 'hashHeader',
   'hash.type': 'hashType',
+  healthcheck: 'healthCheck',
+  'healthcheck.path': 'healthCheckPath',
+  'healthcheck.interval': 'healthCheckInterval',
+  'healthcheck.timeout': 'healthCheckTimeout',
+  'healthcheck.fall': 'healthCheckFall',
+  'healthcheck.rise': 'healthCheckRise',
+  retry: 'retry',
+  'retry.attempts': 'retryAttempts',
 } as const satisfies Record<string, keyof Balancer>;
 export type SettingName = keyof typeof SETTINGS;
-export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[];
+/** Settings of the whole topology rather than of a service's balancer. */
+const TOPOLOGY_SETTINGS = { discovery: Discovery } as const;
+export const SETTING_NAMES = [...(Object.keys(SETTINGS) as SettingName[]), ...(Object.keys(TOPOLOGY_SETTINGS) as Array<keyof typeof TOPOLOGY_SETTINGS>)];
 
-const OnOff = z.enum(['on', 'off', 'true', 'false'], { error: 'sticky must be on or off' }).transform((v) => v === 'on' || v === 'true');
+const OnOff = (name: string) =>
+  z.enum(['on', 'off', 'true', 'false'], { error: `${name} must be on or off` }).transform((v) => v === 'on' || v === 'true');
+/** A whole number typed as text, then checked by `schema`. */
+const Int = (name: string, schema: z.ZodNumber) =>
+  z
+    .string()
+    .regex(/^\d{1,7}$/, `${name} must be a whole number`)
+    .transform(Number)
+    .pipe(schema);
 
 /** Validators of each setting's value, as text. */
 const VALUE: Record<SettingName, z.ZodType<unknown>> = {
   algorithm: Algorithm,
-  sticky: OnOff,
+  sticky: OnOff('sticky'),
   // `default` clears a custom name: the driver's default name applies again.
   'sticky.cookie': z.union([z.literal('default').transform(() => undefined), CookieName]),
   'hash.header': HeaderName,
   'hash.type': HashType,
+  healthcheck: OnOff('healthcheck'),
+  'healthcheck.path': HealthPath,
+  'healthcheck.interval': Int('healthcheck.interval', HealthInterval),
+  'healthcheck.timeout': Int('healthcheck.timeout', HealthTimeout),
+  'healthcheck.fall': Int('healthcheck.fall', FallRise('healthcheck.fall')),
+  'healthcheck.rise': Int('healthcheck.rise', FallRise('healthcheck.rise')),
+  retry: OnOff('retry'),
+  'retry.attempts': Int('retry.attempts', RetryAttempts),
 };
 
 /** One validated change: a Balancer field for every service (service undefined) or for one. */
 export interface SettingChange {
   service?: ServiceName;
-  field: keyof Balancer;
+  /** A Balancer field, or `discovery` (a topology-wide setting). */
+  field: keyof Balancer | 'discovery';
   /** undefined clears the value (only for stickyCookie). */
-  value: Balancer[keyof Balancer] | undefined;
+  value: Balancer[keyof Balancer] | Discovery | undefined;
   /** The text the user typed, for messages. */
   text: string;
 }
@@ -64,6 +105,12 @@ export function parseSetting(text: string): SettingChange {
       name = key.slice(dot + 1);
     }
   }
+  if (name in TOPOLOGY_SETTINGS) {
+    if (service) throw new SettingError(`${name} applies to the whole lab, not one service: use ${name}=<value>.`);
+    const parsed = TOPOLOGY_SETTINGS[name as keyof typeof TOPOLOGY_SETTINGS].safeParse(raw);
+    if (!parsed.success) throw new SettingError(`${name}: ${parsed.error.issues[0]?.message ?? 'invalid value'} (got "${raw.slice(0, 40)}").`);
+    return { field: 'discovery', value: parsed.data, text };
+  }
   if (!(name in SETTINGS)) {
     throw new SettingError(
       `Unknown setting "${name.slice(0, 40)}"; known: ${SETTING_NAMES.join(', ')} (prefix with a service, e.g. web_dynamic.sticky=on, to set one service only).`,
@@ -81,7 +128,9 @@ export function parseSetting(text: string): SettingChange {
 export function applySettings(topology: Topology, changes: readonly SettingChange[]): Topology {
   const next: Topology = structuredClone(topology);
   for (const c of changes) {
-    if (c.service) {
+    if (c.field === 'discovery') {
+      next.discovery = c.value as Discovery;
+    } else if (c.service) {
       const spec = next.services[c.service];
       if (!spec) continue;
       const balancer = { ...(spec.balancer ?? {}) } as Record<string, unknown>;

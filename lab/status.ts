@@ -5,8 +5,15 @@
 import type { ProxyCapabilities } from './seams.ts';
 import type { DriverName, ServiceName, Topology } from './topology.ts';
 
-/** starting: spawned, not yet ready; running: ready and in the proxy's pool; stopping: being stopped. */
-export type ReplicaState = 'starting' | 'running' | 'stopping';
+/**
+ * starting: spawned, not yet ready; running: ready and in the proxy's pool; draining: in the pool
+ * but taking no new requests; stopping: being stopped; crashed: its process died and, with static
+ * discovery, it is still in the proxy's server list (restart brings it back at the same address).
+ */
+export type ReplicaState = 'starting' | 'running' | 'draining' | 'stopping' | 'crashed';
+
+/** The fault a replica is in (see Fault in lab/seams.ts), e.g. `healthy`, `slow 500 ms`. */
+export type FaultLabel = string;
 
 export interface ReplicaStatus {
   hostname: string;
@@ -21,6 +28,10 @@ export interface ReplicaStatus {
   weight: number;
   /** What runs it when a service has alternatives, e.g. `php 8.2.29` or `express (php not found)`. */
   implementation: string | null;
+  /** The fault it was put in: `healthy` unless set. */
+  fault: FaultLabel;
+  /** The proxy's view from its active health check: true/false, or null without a health check. */
+  healthy: boolean | null;
   /** Epoch ms. */
   startedAt: number;
 }
@@ -51,6 +62,10 @@ export interface LabStatus {
   };
   services: ServiceStatus[];
   topology: Topology;
+  /** A rolling redeploy in progress, or null. */
+  redeploy: { service: ServiceName; strategy: 'naive' | 'drain'; done: number; total: number } | null;
+  /** The last finished rolling redeploy: how many requests reached the service meanwhile and how many failed. */
+  lastRedeploy: { service: ServiceName; strategy: 'naive' | 'drain'; requests: number; failed: number; ms: number; at: number } | null;
   /** Total requests the proxy completed since the last reset. */
   requestsTotal: number;
 }

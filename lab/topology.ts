@@ -5,7 +5,7 @@
 import { z } from 'zod';
 
 /** The demo backends this lab can run (sources in sandbox-images/). */
-export const SERVICE_NAMES = ['web_static', 'web_dynamic', 'session_php'] as const;
+export const SERVICE_NAMES = ['web_static', 'web_dynamic', 'session_php', 'spring_app'] as const;
 export const ServiceName = z.enum(SERVICE_NAMES);
 export type ServiceName = z.infer<typeof ServiceName>;
 
@@ -61,6 +61,30 @@ export const HeaderName = z
   .max(64, 'hash.header must be at most 64 characters')
   .regex(/^[A-Za-z0-9-]+$/, 'hash.header may only contain letters, digits and -');
 
+export const HealthPath = z
+  .string()
+  .max(200, 'healthcheck.path is at most 200 characters')
+  .regex(/^\/[A-Za-z0-9._~\-/]*$/, 'healthcheck.path must start with / and use URL path characters only');
+/** Probe interval in ms: 100 ms .. 60 s. */
+export const HealthInterval = z
+  .number({ error: 'healthcheck.interval must be a number of ms' })
+  .int('healthcheck.interval must be whole ms')
+  .min(100, 'healthcheck.interval must be at least 100 ms')
+  .max(60_000, 'healthcheck.interval must be at most 60000 ms');
+/** Probe timeout in ms: 50 ms .. 30 s. */
+export const HealthTimeout = z
+  .number({ error: 'healthcheck.timeout must be a number of ms' })
+  .int('healthcheck.timeout must be whole ms')
+  .min(50, 'healthcheck.timeout must be at least 50 ms')
+  .max(30_000, 'healthcheck.timeout must be at most 30000 ms');
+export const FallRise = (name: string) =>
+  z.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).min(1, `${name} must be at least 1`).max(10, `${name} must be at most 10`);
+export const RetryAttempts = z
+  .number({ error: 'retry.attempts must be a number' })
+  .int('retry.attempts must be a whole number')
+  .min(1, 'retry.attempts must be at least 1')
+  .max(5, 'retry.attempts must be at most 5');
+
 export const HashType = z.enum(['consistent', 'map-based'], { error: 'hash.type must be consistent or map-based' });
 
 /**
@@ -77,6 +101,16 @@ export const Balancer = z.object({
   hashHeader: HeaderName.default('X-Session-ID'),
   /** `consistent` (hash ring) or `map-based` (modulo), as HAProxy's hash-type. */
   hashType: HashType.default('consistent'),
+  /** Active health check on/off and its parameters (see HealthCheck in lab/seams.ts). */
+  healthCheck: z.boolean().default(false),
+  healthCheckPath: HealthPath.default('/health'),
+  healthCheckInterval: HealthInterval.default(3000),
+  healthCheckTimeout: HealthTimeout.default(1000),
+  healthCheckFall: FallRise('healthcheck.fall').default(3),
+  healthCheckRise: FallRise('healthcheck.rise').default(2),
+  /** Retry on connection failure on another server (see Retry in lab/seams.ts). */
+  retry: z.boolean().default(false),
+  retryAttempts: RetryAttempts.default(3),
 });
 export type Balancer = z.infer<typeof Balancer>;
 
@@ -87,6 +121,14 @@ export const BalancerOverrides = z.object({
   stickyCookie: CookieName.optional(),
   hashHeader: HeaderName.optional(),
   hashType: HashType.optional(),
+  healthCheck: z.boolean().optional(),
+  healthCheckPath: HealthPath.optional(),
+  healthCheckInterval: HealthInterval.optional(),
+  healthCheckTimeout: HealthTimeout.optional(),
+  healthCheckFall: FallRise('healthcheck.fall').optional(),
+  healthCheckRise: FallRise('healthcheck.rise').optional(),
+  retry: z.boolean().optional(),
+  retryAttempts: RetryAttempts.optional(),
 });
 
 export const DRIVER_NAMES = ['embedded', 'haproxy', 'traefik'] as const;
@@ -105,9 +147,18 @@ export const ServiceSpec = z.object({
 });
 export type ServiceSpec = z.infer<typeof ServiceSpec>;
 
+/**
+ * How the proxy learns about replicas. `dynamic`: like Traefik's Docker provider, the lab tells
+ * the proxy when a replica starts or stops, and a crash is noticed as an orchestrator would.
+ * `static`: like Traefik's file provider, a fixed server list: a crashed replica stays in the pool.
+ */
+export const Discovery = z.enum(['dynamic', 'static'], { error: 'discovery must be dynamic or static' });
+export type Discovery = z.infer<typeof Discovery>;
+
 export const Topology = z.object({
   services: z.partialRecord(ServiceName, ServiceSpec),
   routes: z.array(Route).max(20),
+  discovery: Discovery.default('dynamic'),
   proxy: ProxySettings.default(ProxySettings.parse({})),
 });
 export type Topology = z.infer<typeof Topology>;

@@ -12,6 +12,7 @@ import { Server as SocketServer } from 'socket.io';
 import { z } from 'zod';
 import type { EventBus } from '../lab/events.ts';
 import { LabError, type Lab } from '../lab/lab.ts';
+import { LoadRequest, LoadRun } from '../lab/load.ts';
 import { DriverName, ReplicaCount } from '../lab/topology.ts';
 import { EventStream } from './event-stream.ts';
 import type { LessonInfo } from './lessons.ts';
@@ -56,6 +57,10 @@ const WeightBody = z.strictObject({ weight: z.unknown() }, { error: 'body must b
 const RuntimeBody = z.strictObject(
   { command: z.string({ error: 'command must be text' }).min(1, 'command must not be empty').max(300, 'command is at most 300 characters') },
   { error: 'body must be {"command": "show stat"}' },
+);
+const RedeployBody = z.strictObject(
+  { strategy: z.enum(['naive', 'drain'], { error: 'strategy must be naive or drain' }) },
+  { error: 'body must be {"strategy": "naive" | "drain"}' },
 );
 const ReplicaName = z
   .string()
@@ -170,6 +175,35 @@ export function createLabServer(o: LabServerOptions): LabServer {
   api.post('/replicas/:hostname/weight', async (req, res) => {
     const name = parse(ReplicaName, req.params.hostname);
     res.json(await o.lab.setWeight(name, parse(WeightBody, req.body ?? {}).weight as number));
+  });
+
+  api.post('/replicas/:hostname/fault', async (req, res) => {
+    res.json(await o.lab.fault(parse(ReplicaName, req.params.hostname), req.body ?? {}));
+  });
+
+  api.post('/replicas/:hostname/restart', async (req, res) => {
+    res.json(await o.lab.restart(parse(ReplicaName, req.params.hostname)));
+  });
+
+  api.post('/services/:service/redeploy', async (req, res) => {
+    const { strategy } = parse(RedeployBody, req.body ?? {});
+    res.json(await o.lab.redeploy(String(req.params.service), strategy));
+  });
+
+  let load: LoadRun | null = null;
+  api.post('/load', (req, res) => {
+    const request = parse(LoadRequest, req.body ?? {});
+    if (load && !load.finished) throw new LabError('A load run is already going; stop it first (POST /api/load/stop).', 'conflict');
+    const run = new LoadRun(request, `http://127.0.0.1:${o.lab.status().proxy.port}`, o.bus);
+    load = run;
+    void run.done.catch(() => undefined);
+    res.json({ runId: run.id, ...request });
+  });
+
+  api.post('/load/stop', (_req, res) => {
+    const running = load !== null && !load.finished;
+    load?.stop();
+    res.json({ stopped: running });
   });
 
   api.get('/proxies', async (_req, res) => {

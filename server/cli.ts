@@ -10,6 +10,10 @@
  *                             hash.type=consistent|map-based; `<service>.<setting>=...` for one service
  *   weight <hostname>=<n>     a replica's round-robin weight, 0..256
  *   runtime <command...>      one HAProxy Runtime API command (allow-listed), e.g. runtime show stat
+ *   fault <hostname> <mode>   crash | hang | slow=<ms> | errors | unhealthy | healthy
+ *   restart <hostname>        start a crashed replica again at the same address
+ *   redeploy <service> [--drain]  rolling redeploy, naive or with drain
+ *   load [--rate n] [--seconds n] [--path p]  a steady load through the proxy (see the page's charts)
  * Finds the lab through its state file (LAB_STATE_DIR or .lab/lab.json), or --url and --token.
  * Exit codes: 0 done, 1 the lab refused or failed (its sentence is printed), 2 bad usage,
  * 3 no running lab found.
@@ -175,6 +179,51 @@ program
   .action(async (words: string[]) => {
     const r = await call<{ output: string }>(target(program.opts()), 'POST', '/api/proxy/runtime', { command: words.join(' ') });
     process.stdout.write(r.output.endsWith('\n') ? r.output : `${r.output}\n`);
+  });
+
+program
+  .command('fault')
+  .argument('<hostname>', 'replica hostname or slot')
+  .argument('<mode>', 'crash | hang | slow=<ms> | errors | unhealthy | healthy')
+  .description('put a replica into a fault (a side channel, not through the proxy)')
+  .action(async (name: string, mode: string) => {
+    const slow = /^slow=(\d{1,6})$/.exec(mode);
+    const modes = ['crash', 'hang', 'errors', 'unhealthy', 'healthy'];
+    if (!slow && !modes.includes(mode)) throw new CliError(`Unknown fault "${mode}"; use one of: crash, hang, slow=<ms>, errors, unhealthy, healthy.`, 2);
+    const s = await call(target(program.opts()), 'POST', `/api/replicas/${encodeURIComponent(name)}/fault`, slow ? { mode: 'slow', ms: Number(slow[1]) } : { mode });
+    const r = s.services.flatMap((x) => x.instances).find((x) => x.hostname === name || x.hostname.startsWith(`${name}-`));
+    console.log(mode === 'crash' ? `Crashed ${r?.hostname ?? name}${r ? ` (now ${r.state})` : ''}.` : `${r?.hostname ?? name} is now ${r?.fault ?? mode}.`);
+  });
+
+program
+  .command('restart')
+  .argument('<hostname>', 'a crashed replica')
+  .description('start a crashed replica again at the same address')
+  .action(async (name: string) => {
+    await call(target(program.opts()), 'POST', `/api/replicas/${encodeURIComponent(name)}/restart`);
+    console.log(`Restarted ${name}.`);
+  });
+
+program
+  .command('redeploy')
+  .argument('<service>', 'e.g. spring_app')
+  .option('--drain', 'drain each replica before stopping it (no failed request)')
+  .description('replace every replica of a service one by one')
+  .action(async (service: string, o: { drain?: boolean }) => {
+    const started = Date.now();
+    await call(target(program.opts()), 'POST', `/api/services/${encodeURIComponent(service)}/redeploy`, { strategy: o.drain ? 'drain' : 'naive' });
+    console.log(`Redeployed ${service} (${o.drain ? 'drain' : 'naive'}) in ${Date.now() - started} ms.`);
+  });
+
+program
+  .command('load')
+  .option('--rate <n>', 'requests a second (1..200)', '20')
+  .option('--seconds <n>', 'duration (1..120)', '15')
+  .option('--path <path>', 'path through the proxy', '/api/')
+  .description('start a steady load through the proxy; the page charts it')
+  .action(async (o: { rate: string; seconds: string; path: string }) => {
+    const r = await call<{ runId: string }>(target(program.opts()), 'POST', '/api/load', { rate: Number(o.rate), seconds: Number(o.seconds), path: o.path });
+    console.log(`Load ${r.runId} started: ${o.rate} req/s for ${o.seconds} s on ${o.path}.`);
   });
 
 try {

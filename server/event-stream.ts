@@ -46,6 +46,8 @@ export class EventStream {
   #logsDropped = 0;
   #connections: EventBatch['connections'] = [];
   #replicas: EventBatch['replicas'] = [];
+  #health: EventBatch['health'] = [];
+  #load: EventBatch['load'] = [];
   #dirty = false;
   #statusDirty = false;
 
@@ -86,6 +88,10 @@ export class EventStream {
       bus.on('replica:started', (e) => this.#replica({ type: 'started', ...e })),
       bus.on('replica:stopped', (e) => this.#replica({ type: 'stopped', ...e })),
       bus.on('replica:crashed', (e) => this.#replica({ type: 'crashed', ...e })),
+      bus.on('healthcheck:probed', (e) => this.#healthEvent({ type: 'probed', ...e })),
+      bus.on('replica:health-changed', (e) => this.#healthEvent({ type: 'changed', ...e })),
+      bus.on('load:ticked', (e) => this.#loadEvent({ type: 'ticked', ...e })),
+      bus.on('load:finished', (e) => this.#loadEvent({ type: 'finished', ...e })),
       bus.on('lab:changed', () => {
         this.#statusDirty = true;
       }),
@@ -96,6 +102,17 @@ export class EventStream {
 
   #connection(c: EventBatch['connections'][number]): void {
     if (this.#connections.length < BATCH_MAX_REQUESTS) this.#connections.push(c);
+    this.#dirty = true;
+  }
+
+  #healthEvent(e: EventBatch['health'][number]): void {
+    // Ups and downs are always kept; probes are bounded like requests.
+    if (e.type === 'changed' || this.#health.length < BATCH_MAX_REQUESTS) this.#health.push(e);
+    this.#dirty = true;
+  }
+
+  #loadEvent(e: EventBatch['load'][number]): void {
+    this.#load.push(e);
     this.#dirty = true;
   }
 
@@ -123,12 +140,16 @@ export class EventStream {
       logsDropped: this.#logsDropped,
       connections: this.#connections,
       replicas: this.#replicas,
+      health: this.#health,
+      load: this.#load,
     };
     this.#requests.clear();
     this.#logs = [];
     this.#logsDropped = 0;
     this.#connections = [];
     this.#replicas = [];
+    this.#health = [];
+    this.#load = [];
     this.#dirty = false;
     this.#send(batch);
   }
@@ -142,6 +163,8 @@ export class EventStream {
       logsDropped: 0,
       connections: [],
       replicas: [],
+      health: [],
+      load: [],
     };
   }
 

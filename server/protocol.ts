@@ -16,6 +16,11 @@
  *   POST /api/proxy/runtime {command}         -> {output} (HAProxy Runtime API, allow-listed commands)
  *   POST /api/probe {path, count, cookies, connection, header?} -> {results} (lab/experiments.ts)
  *   POST /api/experiments/hash-movement {type, service?, ids?, from?} -> HashMovementResult
+ *   POST /api/replicas/:hostname/fault {mode: healthy|unhealthy|errors|hang|crash} | {mode: 'slow', ms} -> LabStatus
+ *   POST /api/replicas/:hostname/restart      -> LabStatus (a crashed replica, same address)
+ *   POST /api/services/:service/redeploy {strategy: 'naive'|'drain'} -> LabStatus (when done)
+ *   POST /api/load {rate, seconds, path, timeoutMs} -> {runId} (events load:ticked / load:finished)
+ *   POST /api/load/stop                       -> {stopped: boolean}
  *   POST /api/checks/:id                      -> {id, title, ok, message} (a lesson check, lab/checks.ts)
  *
  * socket.io (connect with `auth: { token }`): the server sends
@@ -24,7 +29,17 @@
  *   `batch`   EventBatch       every BATCH_INTERVAL_MS while there is something new
  */
 import type { LabStatus } from '../lab/status.ts';
-import type { RequestCompleted, LogLine, ConnectionOpened, ConnectionClosed, ReplicaEvent } from '../lab/events.ts';
+import type {
+  RequestCompleted,
+  LogLine,
+  ConnectionOpened,
+  ConnectionClosed,
+  ReplicaEvent,
+  HealthcheckProbed,
+  ReplicaHealthChanged,
+  LoadTicked,
+  LoadFinished,
+} from '../lab/events.ts';
 
 /** How often the server flushes a batch to browsers (ms). */
 export const BATCH_INTERVAL_MS = 150;
@@ -43,6 +58,10 @@ export interface EventBatch {
   logsDropped: number;
   connections: Array<({ type: 'opened' } & ConnectionOpened) | ({ type: 'closed' } & ConnectionClosed)>;
   replicas: Array<{ type: 'started' | 'stopped' | 'crashed' } & ReplicaEvent>;
+  /** Health probes and the proxy's up/down decisions, in order (bounded like requests). */
+  health: Array<({ type: 'probed' } & HealthcheckProbed) | ({ type: 'changed' } & ReplicaHealthChanged)>;
+  /** Load runs: one tick a second, and the summary at the end. */
+  load: Array<({ type: 'ticked' } & LoadTicked) | ({ type: 'finished' } & LoadFinished)>;
 }
 
 /** A proxy engine and whether it can run on this machine. */

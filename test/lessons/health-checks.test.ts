@@ -1,0 +1,113 @@
+/**
+ * Lessons 03 (health checks) and 04 (rolling redeploy): their checks fail on the starting
+ * topology and pass once solved, against the real proxies and real spring_app replicas.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startLab, type RunningLab } from '../../server/compose.ts';
+import { loadLessons } from '../../server/lessons.ts';
+import { CHECKS } from '../../lab/checks.ts';
+import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
+import { LoadRequest, LoadRun } from '../../lab/load.ts';
+import type { DriverName } from '../../lab/topology.ts';
+
+const lessons = loadLessons();
+const haproxy = await HaproxyDriver.available();
+const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
+if (!haproxy.ok) console.log(`lessons 03/04 on haproxy: skipped because ${haproxy.reason}`);
+
+let lab: RunningLab;
+let stateDir: string;
+
+async function check(slug: string) {
+  const lesson = lessons.find((l) => l.slug === slug)!;
+  const status = lab.lab.status();
+  return Promise.all(lesson.checks.map((id) => CHECKS.get(id)!.run({ proxyBase: `http://127.0.0.1:${status.proxy.port}`, status })));
+}
+
+async function start(slug: string, engine: DriverName) {
+  const lesson = lessons.find((l) => l.slug === slug);
+  expect(lesson, `lessons/${slug}/index.md`).toBeDefined();
+  await lab.lab.switchProxy(engine);
+  await lab.lab.reset(lesson!.topology, slug);
+}
+
+function springReplicas() {
+  return lab.lab.status().services.find((s) => s.name === 'spring_app')!.instances;
+}
+
+beforeAll(async () => {
+  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-lesson03-'));
+  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+});
+
+afterAll(async () => {
+  await lab.stop();
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+describe.each(engines)('lesson 03-health-checks on %s', (engine) => {
+  it('fails with a crashed replica and no health check: about half the requests fail', async () => {
+    await start('03-health-checks', engine);
+    const [victim] = springReplicas();
+    await lab.lab.fault(victim.hostname, { mode: 'crash' });
+    expect(springReplicas().find((r) => r.hostname === victim.hostname)?.state).toBe('crashed');
+    const [result] = await check('03-health-checks');
+    expect(result.ok, result.message).toBe(false);
+    expect(result.message).toMatch(/of 40 requests failed/);
+    const failed = Number(/^(\d+) of 40/.exec(result.message)?.[1]);
+    expect(failed).toBeGreaterThanOrEqual(10); // ~1 in 2 with 2 replicas
+    expect(failed).toBeLessThanOrEqual(30);
+  });
+
+  it('passes once the health check has taken the crashed replica out', async () => {
+    const [victim] = springReplicas();
+    const down = new Promise<void>((resolve) => {
+      const off = lab.bus.on('replica:health-changed', (e) => {
+        if (e.hostname === victim.hostname && !e.healthy) {
+          off();
+          resolve();
+        }
+      });
+    });
+    await lab.lab.configure(['healthcheck=on', 'healthcheck.interval=500', 'healthcheck.fall=1']);
+    await down;
+    const [result] = await check('03-health-checks');
+    expect(result.ok, result.message).toBe(true);
+  });
+
+  it('passes with retry instead of a health check', async () => {
+    await lab.lab.configure(['healthcheck=off', 'retry=on']);
+    const [result] = await check('03-health-checks');
+    expect(result.ok, result.message).toBe(true);
+  });
+});
+
+describe.each(engines)('lesson 04-rolling-redeploy on %s', (engine) => {
+  async function redeployUnderLoad(strategy: 'naive' | 'drain') {
+    const port = lab.lab.status().proxy.port;
+    const run = new LoadRun(LoadRequest.parse({ rate: 30, seconds: 60, path: '/app/helloParams?name=lab' }), `http://127.0.0.1:${port}`, lab.bus);
+    try {
+      await lab.lab.redeploy('spring_app', strategy);
+    } finally {
+      run.stop();
+      await run.done;
+    }
+  }
+
+  it('a naive redeploy under load fails requests, so the check fails', async () => {
+    await start('04-rolling-redeploy', engine);
+    await redeployUnderLoad('naive');
+    const [result] = await check('04-rolling-redeploy');
+    expect(result.ok, result.message).toBe(false);
+    expect(result.message).toMatch(/failed during the naive redeploy/);
+  });
+
+  it('a drain redeploy under load fails none, so the check passes', async () => {
+    await redeployUnderLoad('drain');
+    const [result] = await check('04-rolling-redeploy');
+    expect(result.ok, result.message).toBe(true);
+  });
+});
