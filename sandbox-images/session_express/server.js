@@ -18,6 +18,12 @@
 //   PORT, HOST, LAB_HOSTNAME, KEEPALIVE_TIMEOUT_MS
 //   SESSION_BACKEND   value of X-Session-Backend (default "express (php not found)")
 //
+// Faults (lab/seams.ts Fault), as the other Node backends, through ../shared/faults.js: the Node
+// IPC channel in process mode, LAB_FAULT_FILE (a JSON file on a volume) otherwise; each change
+// logs `<hostname> fault: <mode>[ <ms> ms]`. unhealthy fails only GET /health (503); errors
+// answers 500 everywhere but /health. router.php does the same from LAB_FAULT_FILE. (The image
+// needs ../shared/: its Dockerfile builds from sandbox-images/ as the context.)
+//
 // Once listening it prints exactly one line `listening on http://<host>:<port>` on stdout;
 // access log lines follow (`<hostname> <ip> <method> <path> <status> <bytes> - <ms> ms`).
 import crypto from 'node:crypto';
@@ -27,6 +33,7 @@ import process from 'node:process';
 import { pathToFileURL } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
+import { Faults, listenForFaults } from '../shared/faults.js';
 
 export const COOKIE_NAME = 'PHPSESSID';
 export const DEFAULT_USER = 'alice';
@@ -73,12 +80,13 @@ function readCookie(header, name) {
 
 /**
  * Builds the app. Exported so tests can mount it without a process.
- * @param {{ hostname: string, backend?: string, log?: boolean }} options
+ * @param {{ hostname: string, backend?: string, log?: boolean, faults?: Faults }} options
  *   hostname: reported in the body and `X-Served-By`; backend: the `X-Session-Backend` value;
- *   log: write an access log line per request to stdout (default true).
+ *   log: write an access log line per request to stdout (default true);
+ *   faults: the replica's fault state (default: a healthy one of its own).
  * @returns {import('express').Express}
  */
-export function createApp({ hostname, backend = 'express (php not found)', log = true }) {
+export function createApp({ hostname, backend = 'express (php not found)', log = true, faults = new Faults({ hostname }) }) {
   for (const [name, value] of [['hostname', hostname], ['backend', backend]]) {
     if (!/^[\x21-\x7e][\x20-\x7e]*$/.test(value)) {
       throw new Error(`${name} must be printable ASCII (it is sent in a header), got ${JSON.stringify(value)}`);
@@ -157,6 +165,9 @@ export function createApp({ hostname, backend = 'express (php not found)', log =
     res.setHeader('Allow', allow);
     res.status(405).json({ error: `${req.path} answers ${allow} only`, hostname });
   };
+
+  // After the headers and the access log, before the routes: a faulty answer is logged and named.
+  app.use(faults.middleware());
 
   app.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
@@ -279,7 +290,9 @@ function main() {
   const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, 5000, 'KEEPALIVE_TIMEOUT_MS');
   const backend = process.env.SESSION_BACKEND || undefined;
 
-  const app = createApp({ hostname, backend });
+  const faults = new Faults({ hostname });
+  listenForFaults(faults);
+  const app = createApp({ hostname, backend, faults });
   const server = app.listen(port, host, (err) => {
     if (err) {
       console.error(`cannot listen on ${host}:${port}: ${err.message}`);
@@ -294,6 +307,7 @@ function main() {
   const shutdown = () => {
     server.close(() => process.exit(0));
     server.closeIdleConnections();
+    faults.dropHeld(); // requests held by `hang` are never answered: close them
   };
   process.once('SIGTERM', shutdown);
   process.once('SIGINT', shutdown);

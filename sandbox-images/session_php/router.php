@@ -26,7 +26,22 @@
 // needs its own session.save_path: php -S processes on one machine otherwise share one directory
 // (/var/lib/php/sessions on Debian) and the bug this app demonstrates disappears.
 //
-// Environment: LAB_HOSTNAME, the replica's name (default: gethostname()).
+// Environment: LAB_HOSTNAME, the replica's name (default: gethostname()); LAB_FAULT_FILE (below).
+//
+// Faults (lab/seams.ts Fault), through a side channel the proxy never routes: a small JSON file
+// of this replica only, named by LAB_FAULT_FILE (process mode: beside its session directory;
+// Docker mode: a file on a volume the lab writes). The lab writes it whole (temp file + rename);
+// this router reads it at the start of EVERY request (one read of a tiny file), so a fault is in
+// force for every request that starts once the file is in place. Absent or empty = healthy.
+//   {"mode":"healthy"}          normal answers
+//   {"mode":"unhealthy"}        GET /health answers 503; everything else as usual
+//   {"mode":"slow","ms":500}    every answer, health included, waits ms (1..60000) first
+//   {"mode":"errors"}           every answer but /health is a 500 with a short JSON body
+//   {"mode":"hang"}             the request is accepted and never answered: the router polls the
+//                               file every 50 ms and goes on (under the new fault) once it changes
+// php -S runs one request at a time, so a hanging or slow request also holds the ones behind it
+// (health checks included), as a single-worker server would. php runs no code between requests,
+// so the `<hostname> fault: ...` log line is written by the lab when it writes the file.
 // Logs: one access-log line per request on stdout
 // (`<hostname> <client ip> <method> <path> <status> <bytes> - <ms> ms`), PHP warnings on stderr.
 // With -q, php -S prints only its startup line (and fatal errors) on stderr.
@@ -38,6 +53,10 @@ const DEFAULT_USER = 'alice';
 const USER_PATTERN = '/^[A-Za-z0-9]{1,32}$/D';
 /** Session ids PHP accepts (session.sid_bits_per_character up to 6): letters, digits, "-" and ",". */
 const SESSION_ID_PATTERN = '/^[A-Za-z0-9,-]{22,256}$/D';
+const FAULT_MODES = ['healthy', 'unhealthy', 'slow', 'errors', 'hang'];
+const MAX_SLOW_MS = 60000;
+/** How often a hanging request looks at the fault file again, in microseconds. */
+const HANG_POLL_US = 50000;
 
 $startedNs = hrtime(true);
 $hostname = (string) (getenv('LAB_HOSTNAME') ?: gethostname());
@@ -130,6 +149,60 @@ function session_dir(): string
 $method = (string) ($_SERVER['REQUEST_METHOD'] ?? 'GET');
 $path = (string) (parse_url((string) ($_SERVER['REQUEST_URI'] ?? '/'), PHP_URL_PATH) ?? '/');
 $isRead = $method === 'GET' || $method === 'HEAD';
+
+/**
+ * The fault in force, from LAB_FAULT_FILE (see the header). A missing or empty file is healthy;
+ * a file that does not hold a valid fault is reported on stderr and treated as healthy.
+ * @return array{mode: string, ms?: int}
+ */
+function read_fault(): array
+{
+    global $hostname;
+    $file = (string) getenv('LAB_FAULT_FILE');
+    if ($file === '') {
+        return ['mode' => 'healthy'];
+    }
+    $raw = @file_get_contents($file, false, null, 0, 1024);
+    if ($raw === false || trim($raw) === '') {
+        return ['mode' => 'healthy'];
+    }
+    $data = json_decode($raw, true);
+    $mode = is_array($data) ? ($data['mode'] ?? null) : null;
+    if (!is_string($mode) || !in_array($mode, FAULT_MODES, true)) {
+        log_stderr("{$hostname} LAB_FAULT_FILE {$file} holds no valid fault; answering as healthy");
+        return ['mode' => 'healthy'];
+    }
+    if ($mode === 'slow') {
+        $ms = $data['ms'] ?? null;
+        if (!is_int($ms) || $ms < 1 || $ms > MAX_SLOW_MS) {
+            log_stderr("{$hostname} LAB_FAULT_FILE {$file}: slow needs ms from 1 to " . MAX_SLOW_MS . '; answering as healthy');
+            return ['mode' => 'healthy'];
+        }
+        return ['mode' => 'slow', 'ms' => $ms];
+    }
+    return ['mode' => $mode];
+}
+
+$fault = read_fault();
+if ($fault['mode'] === 'hang' || $fault['mode'] === 'slow') {
+    set_time_limit(0);
+}
+while ($fault['mode'] === 'hang') {
+    usleep(HANG_POLL_US);
+    $fault = read_fault();
+}
+if ($fault['mode'] === 'slow') {
+    usleep($fault['ms'] * 1000);
+}
+$isHealth = $path === '/health';
+if ($fault['mode'] === 'errors' && !$isHealth) {
+    answer(500, ['error' => 'fault: errors', 'hostname' => $hostname]);
+    return true;
+}
+if ($fault['mode'] === 'unhealthy' && $isHealth) {
+    answer(503, ['status' => 'failing', 'error' => 'fault: unhealthy', 'hostname' => $hostname]);
+    return true;
+}
 
 // What the request's cookie names, looked at before session_start() touches anything.
 $cookieId = $_COOKIE[session_name()] ?? null;

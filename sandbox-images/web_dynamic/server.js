@@ -11,6 +11,14 @@
 //   LAB_HOSTNAME          the replica's name (default: os.hostname(), a container's id in Docker)
 //   KEEPALIVE_TIMEOUT_MS  how long an idle keep-alive connection stays open (default 5000)
 //
+// Faults (lab/seams.ts Fault: healthy, unhealthy, slow, errors, hang), through a side channel the
+// proxy never routes, implemented in ../shared/faults.js: in process mode the Node IPC channel
+// the lab's ProcessRuntime opens (`{type:'lab:set-fault'}` -> applied -> acknowledged); in
+// Docker mode LAB_FAULT_FILE, a JSON file on a volume the lab writes (`{"mode":"slow","ms":500}`),
+// watched every 100 ms. Each change logs `<hostname> fault: <mode>[ <ms> ms]` on stdout.
+// unhealthy fails only GET /health (503); errors answers 500 everywhere but /health. (The image
+// needs ../shared/: its Dockerfile builds from sandbox-images/ as the context.)
+//
 // Once listening it prints exactly one line `listening on http://<host>:<port>` (the real port)
 // on stdout; the lab's process runtime waits for that line. Access log lines follow on stdout.
 import crypto from 'node:crypto';
@@ -20,6 +28,7 @@ import process from 'node:process';
 import { pathToFileURL } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
+import { Faults, listenForFaults } from '../shared/faults.js';
 
 /** Programming jokes; one is picked per request. */
 export const JOKES = [
@@ -37,12 +46,13 @@ export const JOKES = [
 
 /**
  * Builds the app. Exported so tests can mount it without a process.
- * @param {{ hostname: string, instanceId?: string, log?: boolean }} options
+ * @param {{ hostname: string, instanceId?: string, log?: boolean, faults?: Faults }} options
  *   hostname: reported in the body and `X-Served-By`; instanceId: a uuid for this process
- *   (new per start); log: write a morgan access log line per request to stdout (default true).
+ *   (new per start); log: write a morgan access log line per request to stdout (default true);
+ *   faults: the replica's fault state (default: a healthy one of its own).
  * @returns {import('express').Express}
  */
-export function createApp({ hostname, instanceId = crypto.randomUUID(), log = true }) {
+export function createApp({ hostname, instanceId = crypto.randomUUID(), log = true, faults = new Faults({ hostname }) }) {
   if (!/^[\x21-\x7e][\x20-\x7e]*$/.test(hostname)) {
     // It goes into an HTTP header: printable ASCII only.
     throw new Error(`hostname must be printable ASCII (it is sent as X-Served-By), got ${JSON.stringify(hostname)}`);
@@ -75,6 +85,9 @@ export function createApp({ hostname, instanceId = crypto.randomUUID(), log = tr
       ),
     );
   }
+
+  // After X-Served-By and the access log, before the routes: a faulty answer is logged and named.
+  app.use(faults.middleware());
 
   app.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
@@ -122,7 +135,9 @@ function main() {
   const host = process.env.HOST || '0.0.0.0';
   const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, 5000, 'KEEPALIVE_TIMEOUT_MS');
 
-  const app = createApp({ hostname });
+  const faults = new Faults({ hostname });
+  listenForFaults(faults);
+  const app = createApp({ hostname, faults });
   const server = app.listen(port, host, (err) => {
     if (err) {
       console.error(`cannot listen on ${host}:${port}: ${err.message}`);
@@ -138,6 +153,7 @@ function main() {
     // close() stops accepting, closes idle keep-alive connections and waits for requests in flight.
     server.close(() => process.exit(0));
     server.closeIdleConnections();
+    faults.dropHeld(); // requests held by `hang` are never answered: close them
   };
   process.once('SIGTERM', shutdown);
   process.once('SIGINT', shutdown);

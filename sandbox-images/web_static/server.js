@@ -13,6 +13,14 @@
 //   LAB_HOSTNAME          the replica's name (default: os.hostname())
 //   KEEPALIVE_TIMEOUT_MS  how long an idle keep-alive connection stays open (default 5000)
 //
+// Faults (lab/seams.ts Fault: healthy, unhealthy, slow, errors, hang), through a side channel the
+// proxy never routes, implemented in ../shared/faults.js: in process mode the Node IPC channel
+// the lab's ProcessRuntime opens (`{type:'lab:set-fault'}` -> applied -> acknowledged); in
+// Docker mode LAB_FAULT_FILE, a JSON file on a volume the lab writes (`{"mode":"slow","ms":500}`),
+// watched every 100 ms. Each change logs `<hostname> fault: <mode>[ <ms> ms]` on stdout.
+// unhealthy fails only GET /health (503); errors answers 500 everywhere but /health. (The image
+// needs ../shared/: its Dockerfile builds from sandbox-images/ as the context.)
+//
 // Once listening it prints exactly one line `listening on http://<host>:<port>` (the real port)
 // on stdout; the lab's process runtime waits for that line. Access log lines follow on stdout.
 import fs from 'node:fs';
@@ -22,6 +30,7 @@ import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
+import { Faults, listenForFaults } from '../shared/faults.js';
 
 const PUBLIC_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
 
@@ -71,12 +80,13 @@ export function renderPage(template, hostname, assets = {}) {
 
 /**
  * Builds the app. Exported so tests can mount it without a process.
- * @param {{ hostname: string, log?: boolean }} options
+ * @param {{ hostname: string, log?: boolean, faults?: Faults }} options
  *   hostname: shown on the page and sent as `X-Served-By`;
- *   log: write a morgan access log line per request to stdout (default true).
+ *   log: write a morgan access log line per request to stdout (default true);
+ *   faults: the replica's fault state (default: a healthy one of its own).
  * @returns {import('express').Express}
  */
-export function createApp({ hostname, log = true }) {
+export function createApp({ hostname, log = true, faults = new Faults({ hostname }) }) {
   const read = (/** @type {string} */ name) => fs.readFileSync(path.join(PUBLIC_DIR, name), 'utf8');
   const page = renderPage(read('index.html'), hostname, { style: read('style.css'), script: read('app.js') });
   if (!/^[\x21-\x7e][\x20-\x7e]*$/.test(hostname)) {
@@ -110,6 +120,9 @@ export function createApp({ hostname, log = true }) {
       ),
     );
   }
+
+  // After X-Served-By and the access log, before the routes: a faulty answer is logged and named.
+  app.use(faults.middleware());
 
   app.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
@@ -160,7 +173,9 @@ function main() {
   const host = process.env.HOST || '0.0.0.0';
   const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, 5000, 'KEEPALIVE_TIMEOUT_MS');
 
-  const app = createApp({ hostname });
+  const faults = new Faults({ hostname });
+  listenForFaults(faults);
+  const app = createApp({ hostname, faults });
   const server = app.listen(port, host, (err) => {
     if (err) {
       console.error(`cannot listen on ${host}:${port}: ${err.message}`);
@@ -176,6 +191,7 @@ function main() {
     // close() stops accepting, closes idle keep-alive connections and waits for requests in flight.
     server.close(() => process.exit(0));
     server.closeIdleConnections();
+    faults.dropHeld(); // requests held by `hang` are never answered: close them
   };
   process.once('SIGTERM', shutdown);
   process.once('SIGINT', shutdown);
