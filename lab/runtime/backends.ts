@@ -1,11 +1,12 @@
 /**
  * How each demo backend runs in process mode. Two kinds:
  *
- * - `node`: `node <entry>` with PORT=0/HOST/LAB_HOSTNAME/LAB_SESSION in its environment; the
- *   script binds a free port itself and prints `listening on http://<host>:<port>` once ready.
+ * - `node`: `node <entry>` with PORT=0 (or ReplicaSpec.port)/HOST/LAB_HOSTNAME/LAB_SESSION in its
+ *   environment and a Node IPC channel (faults: sandbox-images/shared/faults.js); the script binds
+ *   the port itself and prints `listening on http://<host>:<port>` once ready.
  * - `php`: PHP's built-in server, `php -q -S 127.0.0.1:<port> -d session.save_path=<dir> <router>`,
- *   on a port the runtime picks, with a session directory of its own per replica; when `php` is
- *   not usable the `fallback` (a node backend with the same API) runs instead.
+ *   on a port the runtime picks, with a session directory of its own per replica and a fault file
+ *   (LAB_FAULT_FILE); when `php` is not usable the `fallback` (a node backend with the same API) runs instead.
  */
 import { fileURLToPath } from 'node:url';
 import type { ServiceName } from '../topology.ts';
@@ -49,4 +50,5 @@ export const PROCESS_BACKENDS: Readonly<Record<ServiceName, ProcessBackend>> = O
     router: sandboxFile('session_php/router.php'),
     fallback: { entry: sandboxFile('session_express/server.js') },
   },
+  spring_app: { entry: sandboxFile('spring_app/server.js') },
 });

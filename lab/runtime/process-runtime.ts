@@ -16,6 +16,21 @@
  *     it the backend's Node fallback runs, and ReplicaHandle.implementation says so.
  *   Both are awaited; nothing is slept for.
  * - Stopped by signalling the whole process group: SIGTERM, then SIGKILL after a grace period.
+ *   crash() is a SIGKILL to the group reported to hooks.onExit as unexpected (`expected: false`).
+ * - Faults (setFault), through a side channel the proxy never routes:
+ *   - node backends are spawned with an IPC channel (stdio slot `ipc`): the runtime sends
+ *     `{ type: 'lab:set-fault', id, fault }` and resolves when the replica answers
+ *     `{ type: 'lab:fault-set', id }`, which it does once the fault is in force
+ *     (sandbox-images/shared/faults.js); the replica logs `<hostname> fault: ...` itself;
+ *   - php backends get LAB_FAULT_FILE=`<its session dir>.fault.json`: the runtime writes the fault
+ *     there (temp file + rename) and router.php reads it at the start of every request, so the
+ *     fault is in force once the file is in place; php runs no code between requests, so the
+ *     runtime writes the `<hostname> fault: ...` line into the replica's log for it.
+ *   In Docker mode the same file (on a volume) works for every backend: the Node ones watch
+ *   LAB_FAULT_FILE too and log the `fault:` line when they apply it.
+ * - ReplicaSpec.port: the replica listens on exactly that port (node: PORT=<port>; php: -S
+ *   127.0.0.1:<port>, no retry elsewhere); a taken port is refused with a sentence naming it.
+ *   ReplicaSpec.env: extra variables (checked names, no lab-reserved ones) for the backend.
  * - Live replicas are listed in `<stateDir>/process-runtime-<sessionId>.json` so that the next
  *   run's sweep() can remove what a crashed lab left behind. A leftover is only killed if its
  *   /proc/<pid>/environ still carries `LAB_SESSION=<its session>` (a recycled pid is never hit).
@@ -30,7 +45,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import type { BackendRuntime, ReplicaHandle, ReplicaHooks, ReplicaSpec } from '../seams.ts';
+import type { BackendRuntime, Fault, ReplicaHandle, ReplicaHooks, ReplicaSpec } from '../seams.ts';
 import type { ServiceName } from '../topology.ts';
 import { PROCESS_BACKENDS, type NodeBackend, type ProcessBackend } from './backends.ts';
 
@@ -53,6 +68,8 @@ export interface ProcessRuntimeOptions {
    * Default: bind port 0 on 127.0.0.1, read the port, close.
    */
   pickPort?: () => Promise<number>;
+  /** How long setFault() waits for a node replica to acknowledge a fault, in ms. Default 5000. */
+  faultTimeoutMs?: number;
 }
 
 /** One replica as listed in the state file. */
@@ -90,8 +107,17 @@ const STDERR_TAIL = 8;
 const PASS_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'] as const;
 /** How many ports a php replica tries when the one picked turns out to be taken. */
 const PHP_PORT_ATTEMPTS = 5;
-/** What php -S prints on stderr before exiting when it cannot bind. */
-const ADDRESS_IN_USE = /Address already in use/i;
+/** What php -S (and a node backend, `EADDRINUSE`) prints on stderr before exiting when it cannot bind. */
+const ADDRESS_IN_USE = /Address already in use|EADDRINUSE/i;
+/** ReplicaSpec.env names (lab/seams.ts). */
+const ENV_NAME = /^[A-Z][A-Z0-9_]*$/;
+/** Names the runtime sets itself or that change how node/php/the loader run: never from ReplicaSpec.env. */
+const RESERVED_ENV = new Set(['PORT', 'HOST', 'SESSION_BACKEND', 'PHPRC', ...PASS_ENV]);
+const RESERVED_ENV_PREFIX = /^(LAB_|NODE_|NPM_|LD_|PHP_INI|UV_)/;
+const MAX_ENV_ENTRIES = 32;
+const MAX_ENV_VALUE = 4096;
+const FAULT_MODES = ['healthy', 'unhealthy', 'slow', 'errors', 'hang'] as const;
+const MAX_SLOW_MS = 60_000;
 /** Prints the version and whether the session extension is there, one per line. */
 const PHP_CHECK_CODE = 'echo PHP_VERSION, "\\n", extension_loaded("session") ? "session" : "no-session", "\\n";';
 
@@ -110,6 +136,12 @@ interface LaunchPlan {
   env: Record<string, string>;
   /** Known in advance (php); null = read from the `listening on` line (node). */
   port: number | null;
+  /** The port the process is told to bind (php's, or a node backend's ReplicaSpec.port); null = any. */
+  bindPort: number | null;
+  /** Spawn with a Node IPC channel: the fault side channel of node backends. */
+  ipc: boolean;
+  /** LAB_FAULT_FILE of a php replica (the fault side channel), removed once the process has exited; else null. */
+  faultFile: string | null;
   /** Readiness also needs `X-Served-By: <hostname>` on the /health answer. */
   checkServedBy: boolean;
   /** The per-replica session directory, removed once the process has exited. */
@@ -121,6 +153,11 @@ interface LaunchPlan {
 
 /** Thrown by one php launch whose port was taken: the caller tries another port. */
 class PortTakenError extends Error {}
+
+/** What start() says when ReplicaSpec.port is not free. */
+function portTakenSentence(port: number, label: string): string {
+  return `Port ${port} on 127.0.0.1 is taken by another process: ${label} cannot listen there.`;
+}
 
 /** A start() in progress, across its php port attempts. */
 interface StartTicket {
@@ -149,6 +186,11 @@ interface LiveReplica {
   /** Pending stop(), shared by concurrent callers. */
   stopping: Promise<void> | null;
   stderrTail: string[];
+  hooks: ReplicaHooks;
+  /** How faults reach it: the IPC channel (node) or its fault file (php). */
+  faultChannel: { kind: 'ipc' } | { kind: 'file'; path: string };
+  /** setFault() calls waiting for the replica's acknowledgement, by message id. */
+  pendingFaults: Map<number, { resolve(): void; reject(err: Error): void }>;
 }
 
 function baseEnv(): NodeJS.ProcessEnv {
@@ -203,6 +245,72 @@ function pickFreePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * Whether 127.0.0.1:<port> can be bound right now (bind, close). Resolves false on EADDRINUSE.
+ * @throws Error (rejection) with a sentence for any other bind error (e.g. EACCES below 1024).
+ */
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') resolve(false);
+      else reject(new Error(`Cannot listen on port ${port} of 127.0.0.1: ${err.message}.`));
+    });
+    server.listen({ port, host: '127.0.0.1', exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+/** `slow 500 ms`, `hang`, ...: a fault as log lines show it (the same words as sandbox-images/shared/faults.js). */
+export function describeFault(fault: Fault): string {
+  return fault.mode === 'slow' ? `slow ${fault.ms} ms` : fault.mode;
+}
+
+/**
+ * Checks a fault from a caller that may not be typed (the Lab validates too, this is the runtime's own guard).
+ * @throws Error with a sentence when the mode is unknown or slow's ms is not 1..60000.
+ */
+function checkFault(fault: unknown): Fault {
+  const f = fault as { mode?: unknown; ms?: unknown } | null;
+  if (f === null || typeof f !== 'object' || typeof f.mode !== 'string' || !(FAULT_MODES as readonly string[]).includes(f.mode)) {
+    throw new Error(`A fault's mode must be one of ${FAULT_MODES.join(', ')}.`);
+  }
+  if (f.mode === 'slow') {
+    if (typeof f.ms !== 'number' || !Number.isInteger(f.ms) || f.ms < 1 || f.ms > MAX_SLOW_MS) {
+      throw new Error(`A slow fault needs ms, a whole number from 1 to ${MAX_SLOW_MS}, got ${JSON.stringify(f.ms)}.`);
+    }
+    return { mode: 'slow', ms: f.ms };
+  }
+  return { mode: f.mode as Exclude<Fault['mode'], 'slow'> };
+}
+
+/**
+ * Checks ReplicaSpec.port and ReplicaSpec.env.
+ * @throws Error with a sentence naming what is wrong.
+ */
+function checkSpec(spec: ReplicaSpec, label: string): void {
+  if (spec.port !== undefined && (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65_535)) {
+    throw new Error(`Cannot start ${label}: port must be a whole number from 1 to 65535, got ${JSON.stringify(spec.port)}.`);
+  }
+  if (spec.env === undefined) return;
+  if (spec.env === null || typeof spec.env !== 'object' || Array.isArray(spec.env)) {
+    throw new Error(`Cannot start ${label}: env must be an object of NAME: value strings.`);
+  }
+  const entries = Object.entries(spec.env);
+  if (entries.length > MAX_ENV_ENTRIES) throw new Error(`Cannot start ${label}: env may hold at most ${MAX_ENV_ENTRIES} variables, got ${entries.length}.`);
+  for (const [name, value] of entries) {
+    if (!ENV_NAME.test(name) || name.length > 64) {
+      throw new Error(`Cannot start ${label}: environment variable names are 1-64 of A-Z, 0-9 and _, starting with a letter; got ${JSON.stringify(name)}.`);
+    }
+    if (RESERVED_ENV.has(name) || RESERVED_ENV_PREFIX.test(name)) {
+      throw new Error(`Cannot start ${label}: ${name} is set by the lab or changes how the runtime itself runs; it cannot be passed in env.`);
+    }
+    if (typeof value !== 'string' || value.length > MAX_ENV_VALUE || /[\0-\x1f\x7f]/.test(value)) {
+      throw new Error(`Cannot start ${label}: the value of ${name} must be a string of at most ${MAX_ENV_VALUE} printable characters.`);
+    }
+  }
 }
 
 /** A directory-name-safe form of a hostname (the directory also gets a random suffix). */
@@ -320,6 +428,9 @@ export class ProcessRuntime implements BackendRuntime {
   readonly #starting = new Map<string, StartTicket>();
   /** Ports picked for php replicas whose process has not exited. */
   readonly #ports = new Set<number>();
+  readonly #faultTimeoutMs: number;
+  /** Id of the next fault message sent over an IPC channel. */
+  #faultMessageId = 0;
 
   /** @throws Error if sessionId is not `[A-Za-z0-9_-]{1,64}` or readyTimeoutMs is not a positive number. */
   constructor(options: ProcessRuntimeOptions) {
@@ -336,6 +447,11 @@ export class ProcessRuntime implements BackendRuntime {
     this.#entries = { ...PROCESS_BACKENDS, ...options.entries };
     this.#php = options.php === undefined ? 'php' : options.php;
     this.#pickPort = options.pickPort ?? pickFreePort;
+    const faultTimeoutMs = options.faultTimeoutMs ?? 5000;
+    if (!Number.isFinite(faultTimeoutMs) || faultTimeoutMs <= 0) {
+      throw new Error(`faultTimeoutMs must be a positive number of milliseconds, got ${faultTimeoutMs}.`);
+    }
+    this.#faultTimeoutMs = faultTimeoutMs;
     this.stateFile = path.join(this.#stateDir, `process-runtime-${this.#sessionId}.json`);
   }
 
@@ -345,11 +461,16 @@ export class ProcessRuntime implements BackendRuntime {
    * when a php backend runs on its fallback); hooks.onExit is called once, when a replica that
    * became ready exits (a start that fails is reported only by the rejection). Lines longer than
    * 8192 characters are cut. The handle's host is always 127.0.0.1; `implementation` is set for
-   * php backends (`php 8.2.x`, or the fallback's `express (php not found)`).
+   * php backends (`php 8.2.x`, or the fallback's `express (php not found)`). With spec.port the
+   * replica listens on exactly that port (handle.port === spec.port); spec.env reaches the backend.
    * @throws Error (rejection) if the service has no backend, the hostname is already running,
-   *   stateDir is not writable, the process exits or is stopped before it is ready, readiness
-   *   takes longer than readyTimeoutMs, or a php replica found no free port in 5 tries (the
-   *   process group is then killed, and has exited, before the promise settles).
+   *   spec.port or spec.env is invalid (names: /^[A-Z][A-Z0-9_]*$/, not PORT, HOST, PATH, HOME,
+   *   LANG, LC_ALL, TZ, TMPDIR, SESSION_BACKEND, PHPRC nor LAB_*, NODE_*, NPM_*, LD_*, PHP_INI*,
+   *   UV_*; values printable, up to 4096 characters; at most 32), spec.port is taken (`Port <n> on
+   *   127.0.0.1 is taken by another process: ...`), stateDir is not writable, the process exits or
+   *   is stopped before it is ready, readiness takes longer than readyTimeoutMs, or a php replica
+   *   found no free port in 5 tries (the process group is then killed, and has exited, before the
+   *   promise settles).
    */
   async start(spec: ReplicaSpec, hooks: ReplicaHooks): Promise<ReplicaHandle> {
     const label = `${spec.service} replica "${spec.hostname}"`;
@@ -358,6 +479,8 @@ export class ProcessRuntime implements BackendRuntime {
     if (this.#live.has(spec.hostname) || this.#starting.has(spec.hostname)) {
       throw new Error(`A replica named "${spec.hostname}" is already running; replica hostnames must be unique.`);
     }
+    checkSpec(spec, label);
+    const fixedPort = spec.port ?? null;
 
     // The state file is what lets a later sweep() clean up after a crash: no state, no start.
     try {
@@ -372,7 +495,12 @@ export class ProcessRuntime implements BackendRuntime {
     this.#starting.set(spec.hostname, ticket);
     try {
       const deadline = Date.now() + this.#readyTimeoutMs;
-      if (backend.kind !== 'php') return await this.#launch(spec, hooks, label, this.#nodePlan(backend), deadline);
+      // A quick, clear refusal; the backend failing to bind later (a race) is reported the same way.
+      if (fixedPort !== null && (this.#ports.has(fixedPort) || !(await portIsFree(fixedPort)))) {
+        throw new Error(portTakenSentence(fixedPort, label));
+      }
+      if (ticket.stopRequested) throw new Error(`${label} was stopped before it was ready.`);
+      if (backend.kind !== 'php') return await this.#launchNode(spec, hooks, label, this.#nodePlan(backend, spec), deadline);
 
       this.#phpCheck ??= checkPhp(this.#php);
       const php = await this.#phpCheck;
@@ -384,11 +512,17 @@ export class ProcessRuntime implements BackendRuntime {
           implementation: php.implementation,
         };
         if (ticket.stopRequested) throw new Error(`${label} was stopped before it was ready.`);
-        return await this.#launch(spec, hooks, label, this.#nodePlan(fallback), deadline);
+        return await this.#launchNode(spec, hooks, label, this.#nodePlan(fallback, spec), deadline);
       }
 
       for (let attempt = 1; ; attempt++) {
-        const port = await this.#freePort();
+        let port: number;
+        if (fixedPort !== null) {
+          this.#ports.add(fixedPort);
+          port = fixedPort;
+        } else {
+          port = await this.#freePort();
+        }
         if (ticket.stopRequested) {
           this.#ports.delete(port);
           throw new Error(`${label} was stopped before it was ready.`);
@@ -398,6 +532,7 @@ export class ProcessRuntime implements BackendRuntime {
           return await this.#launch(spec, hooks, label, plan, deadline);
         } catch (err) {
           if (!(err instanceof PortTakenError)) throw err;
+          if (fixedPort !== null) throw new Error(portTakenSentence(fixedPort, label));
           if (attempt >= PHP_PORT_ATTEMPTS) {
             throw new Error(`${label} found no free port in ${PHP_PORT_ATTEMPTS} tries (the last, ${port}, was taken before php could bind it).`);
           }
@@ -410,19 +545,35 @@ export class ProcessRuntime implements BackendRuntime {
     }
   }
 
-  /** `node <entry>` with PORT=0: the port comes from its `listening on` line. */
-  #nodePlan(backend: NodeBackend): LaunchPlan {
+  /**
+   * `node <entry>` with PORT=0 (or ReplicaSpec.port) and an IPC channel for faults: the port comes
+   * from its `listening on` line.
+   */
+  #nodePlan(backend: NodeBackend, spec: ReplicaSpec): LaunchPlan {
     return {
       command: process.execPath,
       args: [backend.entry],
       cwd: path.dirname(backend.entry),
-      env: { ...backend.env, PORT: '0' },
+      env: { ...backend.env, PORT: String(spec.port ?? 0) },
       port: null,
+      bindPort: spec.port ?? null,
+      ipc: true,
+      faultFile: null,
       checkServedBy: false,
       sessionDir: null,
       implementation: backend.implementation,
       release() {},
     };
+  }
+
+  /** #launch for a node plan: a fixed port someone else took is refused with a sentence naming it. */
+  async #launchNode(spec: ReplicaSpec, hooks: ReplicaHooks, label: string, plan: LaunchPlan, deadline: number): Promise<ReplicaHandle> {
+    try {
+      return await this.#launch(spec, hooks, label, plan, deadline);
+    } catch (err) {
+      if (err instanceof PortTakenError && plan.bindPort !== null) throw new Error(portTakenSentence(plan.bindPort, label));
+      throw err;
+    }
   }
 
   /**
@@ -442,12 +593,16 @@ export class ProcessRuntime implements BackendRuntime {
       release();
       throw new Error(`Cannot create a session directory for ${spec.service} replica "${spec.hostname}" under ${this.#stateDir}: ${errorText(err)}.`);
     }
+    const faultFile = `${sessionDir}.fault.json`;
     return {
       command: php.command,
       args: ['-q', '-S', `127.0.0.1:${port}`, '-d', `session.save_path=${sessionDir}`, router],
       cwd: path.dirname(router),
-      env: { PORT: String(port) },
+      env: { PORT: String(port), LAB_FAULT_FILE: faultFile },
       port,
+      bindPort: port,
+      ipc: false,
+      faultFile,
       checkServedBy: true,
       sessionDir,
       implementation: `php ${php.version}`,
@@ -473,10 +628,12 @@ export class ProcessRuntime implements BackendRuntime {
    */
   async #launch(spec: ReplicaSpec, hooks: ReplicaHooks, label: string, plan: LaunchPlan, deadline: number): Promise<ReplicaHandle> {
     const env = baseEnv();
-    Object.assign(env, plan.env, { HOST: '127.0.0.1', LAB_HOSTNAME: spec.hostname, LAB_SESSION: this.#sessionId });
+    // ReplicaSpec.env cannot name what follows (checkSpec), so the lab's own variables always win.
+    Object.assign(env, spec.env, plan.env, { HOST: '127.0.0.1', LAB_HOSTNAME: spec.hostname, LAB_SESSION: this.#sessionId });
     const removeSessionDir = () => {
       if (!plan.sessionDir) return;
       try {
+        if (plan.faultFile) fs.rmSync(plan.faultFile, { force: true });
         fs.rmSync(plan.sessionDir, { recursive: true, force: true });
         fs.rmdirSync(path.dirname(plan.sessionDir)); // the run's php-sessions dir, once empty
       } catch {
@@ -484,7 +641,12 @@ export class ProcessRuntime implements BackendRuntime {
       }
     };
 
-    const child = spawn(plan.command, plan.args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env, cwd: plan.cwd });
+    const child = spawn(plan.command, plan.args, {
+      detached: true,
+      stdio: plan.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+      env,
+      cwd: plan.cwd,
+    });
     if (child.pid === undefined) {
       const err = await new Promise<Error>((resolve) => child.once('error', resolve));
       plan.release();
@@ -513,8 +675,21 @@ export class ProcessRuntime implements BackendRuntime {
       closed: new Promise<ExitInfo>((resolve) => (resolveClosed = resolve)),
       stopping: null,
       stderrTail: [],
+      hooks,
+      faultChannel: plan.faultFile ? { kind: 'file', path: plan.faultFile } : { kind: 'ipc' },
+      pendingFaults: new Map(),
     };
     this.#live.set(spec.hostname, replica);
+    if (plan.ipc) {
+      child.on('message', (message: unknown) => {
+        const m = message as { type?: unknown; id?: unknown; error?: unknown } | null;
+        if (m === null || typeof m !== 'object' || typeof m.id !== 'number') return;
+        const pending = replica.pendingFaults.get(m.id);
+        if (!pending) return;
+        if (m.type === 'lab:fault-set') pending.resolve();
+        else if (m.type === 'lab:fault-refused') pending.reject(new Error(`${label} refused the fault: ${String(m.error)}.`));
+      });
+    }
     this.#writeStateReporting();
 
     const forward = (stream: 'stdout' | 'stderr', line: string) => {
@@ -553,11 +728,13 @@ export class ProcessRuntime implements BackendRuntime {
         const how = info.signal ? `was killed by ${info.signal}` : `exited with code ${info.code}`;
         const why = replica.stopRequested ? 'was stopped' : how;
         const tail = replica.stderrTail.length ? ` Last stderr: ${replica.stderrTail.join(' | ')}` : '';
-        const portTaken = plan.port !== null && !replica.stopRequested && replica.stderrTail.some((l) => ADDRESS_IN_USE.test(l));
-        failure.abort(portTaken ? new PortTakenError(`${label} could not bind port ${plan.port}.${tail}`) : new Error(`${label} ${why} before it was ready.${tail}`));
+        const portTaken = plan.bindPort !== null && !replica.stopRequested && replica.stderrTail.some((l) => ADDRESS_IN_USE.test(l));
+        failure.abort(portTaken ? new PortTakenError(`${label} could not bind port ${plan.bindPort}.${tail}`) : new Error(`${label} ${why} before it was ready.${tail}`));
       }
       this.#live.delete(spec.hostname);
       this.#writeStateReporting();
+      for (const pending of replica.pendingFaults.values()) pending.reject(new Error(`${label} exited before it acknowledged the fault.`));
+      replica.pendingFaults.clear();
       resolveClosed(info);
       if (replica.ready) {
         try {
@@ -589,6 +766,9 @@ export class ProcessRuntime implements BackendRuntime {
 
     try {
       const port = await Promise.race([portLine, failed]);
+      if (plan.bindPort !== null && port !== plan.bindPort) {
+        throw new Error(`${label} listens on port ${port}, not on port ${plan.bindPort} it was given. It was stopped.`);
+      }
       // A node server printed the line after binding, so the first probe normally succeeds; php
       // needs a moment to bind. Retry (short, growing back-off) only while the probe itself fails.
       let backoffMs = 20;
@@ -673,6 +853,77 @@ export class ProcessRuntime implements BackendRuntime {
   async stopAll(): Promise<void> {
     const hostnames = new Set([...this.#live.keys(), ...this.#starting.keys()]);
     await Promise.all([...hostnames].map((hostname) => this.stop(hostname)));
+  }
+
+  /**
+   * Crashes a replica: SIGKILL to its process group, as if it had died on its own. Resolves once
+   * it has exited (its port is then closed); hooks.onExit gets `expected: false` (unless a stop()
+   * was already under way, which stays expected). A replica still starting is killed too: its
+   * start() rejects and, never having been ready, it gets no onExit.
+   * @throws Error (rejection) with a sentence when no process of that hostname is running.
+   */
+  async crash(hostname: string): Promise<void> {
+    const replica = this.#live.get(hostname);
+    if (!replica) throw new Error(`There is no running replica named "${hostname}" to crash.`);
+    if (!replica.exit) signalGroup(replica.pid, 'SIGKILL');
+    await replica.closed;
+  }
+
+  /**
+   * Puts a running replica into a fault (see Fault in lab/seams.ts and the module comment) and
+   * resolves once the replica has it in force: node backends acknowledge over their IPC channel;
+   * php replicas read their fault file on every request, so once it is written it is in force.
+   * The fault lasts until the next setFault() or the end of the process (a restart is healthy).
+   * @throws Error (rejection) with a sentence for an invalid fault, an unknown hostname, a replica
+   *   still starting or stopping, a node replica that does not acknowledge within faultTimeoutMs,
+   *   or a fault file that cannot be written.
+   */
+  async setFault(hostname: string, fault: Fault): Promise<void> {
+    const checked = checkFault(fault);
+    const replica = this.#live.get(hostname);
+    if (!replica) {
+      if (this.#starting.has(hostname)) throw new Error(`Replica "${hostname}" is still starting; faults apply to running replicas.`);
+      throw new Error(`There is no running replica named "${hostname}".`);
+    }
+    const label = `${replica.spec.service} replica "${hostname}"`;
+    if (!replica.ready) throw new Error(`Replica "${hostname}" is still starting; faults apply to running replicas.`);
+    if (replica.exit || replica.stopRequested) throw new Error(`Replica "${hostname}" is stopping; faults apply to running replicas.`);
+
+    if (replica.faultChannel.kind === 'file') {
+      const file = replica.faultChannel.path;
+      const tmp = `${file}.${process.pid}.tmp`;
+      try {
+        fs.writeFileSync(tmp, `${JSON.stringify(checked)}\n`, { mode: 0o600 });
+        fs.renameSync(tmp, file); // atomic: the router reads the old fault or the new one, never half
+      } catch (err) {
+        fs.rmSync(tmp, { force: true });
+        throw new Error(`Cannot write the fault file of ${label} (${file}): ${errorText(err)}.`);
+      }
+      forwardLine(replica.hooks, hostname, 'stdout', `${hostname} fault: ${describeFault(checked)}`);
+      return;
+    }
+
+    const id = ++this.#faultMessageId;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        replica.pendingFaults.delete(id);
+        reject(new Error(`${label} did not acknowledge the fault "${describeFault(checked)}" within ${this.#faultTimeoutMs} ms.`));
+      }, this.#faultTimeoutMs);
+      const settle = (err?: Error) => {
+        clearTimeout(timer);
+        replica.pendingFaults.delete(id);
+        if (err) reject(err);
+        else resolve();
+      };
+      replica.pendingFaults.set(id, { resolve: () => settle(), reject: settle });
+      try {
+        replica.child.send({ type: 'lab:set-fault', id, fault: checked }, (err) => {
+          if (err) settle(new Error(`Cannot send the fault to ${label}: ${err.message}.`));
+        });
+      } catch (err) {
+        settle(new Error(`Cannot send the fault to ${label}: ${errorText(err)}.`));
+      }
+    });
   }
 
   /**
