@@ -12,6 +12,7 @@ import { buildProxyConfig, type PoolMember } from '../config.ts';
 import { Topology, type ServiceName } from '../../topology.ts';
 import { HaproxyDriver } from './haproxy-driver.ts';
 import { buildHaproxyModel, haproxyNames, LOG_FORMAT, renderHaproxyConfig, sanitizeName } from './render.ts';
+import { drainAclText, serverStateText } from './server-state.ts';
 
 const OPTS = { statsSocket: '/run/lab/haproxy.sock', statsPort: 8404 };
 
@@ -110,8 +111,68 @@ describe('renderHaproxyConfig', () => {
 
   it('leaves an empty pool without servers (HAProxy then answers 503)', () => {
     const text = renderHaproxyConfig(labConfig([service('web_dynamic', []), service('web_static', [])]), OPTS);
-    expect(text).toMatch(/backend web_dynamic\n.*\n {2}balance roundrobin\n {2}# no server: HAProxy answers 503/);
+    expect(text).toMatch(/backend web_dynamic\n.*\n {2}balance roundrobin\n(?: {2}#.*\n| {2}retries 0\n)* {2}# no server: HAProxy answers 503/);
     expect(text).not.toMatch(/^\s*server /m);
+  });
+
+  it('renders a health check (httpchk, expect 2xx/3xx, timeout check, check inter/fall/rise per server, log-health-checks) and retry', () => {
+    const hc = { path: '/health', intervalMs: 200, timeoutMs: 1000, fall: 2, rise: 1 };
+    const model = buildHaproxyModel(labConfig([service('web_dynamic', [['a', 4001], ['b', 4002]], { healthCheck: hc, retry: { attempts: 3 } }), service('web_static', [])]), OPTS);
+    const text = model.text;
+    const dyn = text.slice(text.indexOf('\nbackend web_dynamic\n'), text.indexOf('\nbackend web_static\n'));
+    for (const l of [
+      '  option httpchk\n  http-check send meth GET uri /health\n  http-check expect status 200-399\n  timeout check 1000ms\n',
+      '  option log-health-checks\n',
+      '  retries 2\n  option redispatch 1\n  retry-on conn-failure empty-response\n',
+    ]) {
+      expect(dyn).toContain(l);
+    }
+    const ids = model.backends[0].servers.map((x) => x.id);
+    expect(dyn).toContain(`  server a 127.0.0.1:4001 id ${ids[0]} weight 1 check inter 200ms fall 2 rise 1\n`);
+    expect(dyn).toContain(`  server b 127.0.0.1:4002 id ${ids[1]} weight 1 check inter 200ms fall 2 rise 1\n`);
+    expect(model.backends[0]).toMatchObject({ healthCheck: hc, retry: { attempts: 3 }, drainAcl: null });
+    // Every backend gets a server-state file; without retry, `retries 0`; without check, no check keyword.
+    expect(text).toContain('  server-state-file /run/lab/servers.state\n');
+    expect(text).toContain('\ndefaults\n  mode http\n  log global\n  load-server-state-from-file global\n');
+    const stat = text.slice(text.indexOf('\nbackend web_static\n'));
+    expect(stat).toMatch(/\n {2}retries 0\n/);
+    expect(stat).not.toMatch(/httpchk|redispatch|retry-on/);
+    expect(model.stateFile).toBe('/run/lab/servers.state');
+    // Attempts 1 = the first try only.
+    const once = renderHaproxyConfig(labConfig([service('web_dynamic', [['a', 4001]], { retry: { attempts: 1 } })]), OPTS);
+    expect(once).toContain('  retries 0\n  option redispatch 1\n');
+  });
+
+  it('drain: no server keyword (a Runtime API state), a comment; a sticky backend strips a drained server\'s cookie listed in its ACL file', () => {
+    const sticky = { sticky: { cookie: { name: 'LAB_STICKY', httpOnly: false, secure: false, sameSite: '' as const } } };
+    const cfg = labConfig([service('web_dynamic', [['a', 4001], ['b', 4002]], sticky)]);
+    cfg.services[0].loadBalancer.servers[1].state = 'drain';
+    const model = buildHaproxyModel(cfg, { ...OPTS, stateDir: '/var/lab' });
+    expect(model.backends[0].servers.map((x) => x.state)).toEqual(['ready', 'drain']);
+    expect(model.backends[0].drainAcl).toBe('/var/lab/drain.web_dynamic.acl');
+    expect(model.text).toContain('  server-state-file /var/lab/servers.state\n');
+    expect(model.text).toContain(
+      '  http-request replace-header Cookie (^|;\\s*)LAB_STICKY=[^;]*;?\\s* \\1 if { req.cook(LAB_STICKY) -m str -f /var/lab/drain.web_dynamic.acl }\n',
+    );
+    expect(model.text).toMatch(/ {2}# b: state drain \(set server web_dynamic\/b state drain; .*\)\n {2}server b 127\.0\.0\.1:4002 id \d+ weight 1 cookie b\n/);
+    // The drain is in the server lines only: the skeleton is that of the same config without it.
+    const ready = buildHaproxyModel(labConfig([service('web_dynamic', [['a', 4001], ['b', 4002]], sticky)]), { ...OPTS, stateDir: '/var/lab' });
+    expect(model.skeleton).toBe(ready.skeleton);
+    expect(model.text).not.toBe(ready.text);
+  });
+
+  it('refuses health check and retry values it cannot write', () => {
+    const hc = { path: '/health', intervalMs: 200, timeoutMs: 1000, fall: 2, rise: 1 };
+    const bad: [Partial<ProxyService['loadBalancer']>, RegExp][] = [
+      [{ healthCheck: { ...hc, path: '/a b' } }, /health check path "\/a b"/],
+      [{ healthCheck: { ...hc, path: 'health' } }, /must start with \//],
+      [{ healthCheck: { ...hc, intervalMs: 0 } }, /interval 0/],
+      [{ healthCheck: { ...hc, timeoutMs: 1.5 } }, /timeout 1\.5/],
+      [{ healthCheck: { ...hc, fall: 0 } }, /fall 0/],
+      [{ healthCheck: { ...hc, rise: 101 } }, /rise 101/],
+      [{ retry: { attempts: 0 } }, /0 attempts/],
+    ];
+    for (const [lb, message] of bad) expect(() => renderHaproxyConfig(labConfig([service('web_dynamic', [['a', 1]], lb)]), OPTS)).toThrow(message);
   });
 
   it('is deterministic, and the skeleton differs from the text only by server lines', () => {
@@ -206,6 +267,18 @@ describe('values that cannot be written safely are refused with a sentence', () 
 const haproxy = await HaproxyDriver.available();
 if (!haproxy.ok) console.warn(`render.test.ts: haproxy -c checks skipped: ${haproxy.reason}`);
 
+/**
+ * `haproxy -c` on the configuration for `config`, with the files the driver writes beside it (the
+ * server-state file and the drain ACL files of sticky backends), in a directory of its own.
+ */
+function haproxyCheckConfig(config: ProxyConfig): Promise<{ code: number; output: string }> {
+  const dir = mkdtempSync(path.join(workDir, 'c-'));
+  const model = buildHaproxyModel(config, { statsSocket: path.join(dir, 'h.sock'), statsPort: 8404 });
+  writeFileSync(model.stateFile, serverStateText(model));
+  for (const b of model.backends) if (b.drainAcl) writeFileSync(b.drainAcl, drainAclText(b));
+  return haproxyCheck(model.text);
+}
+
 function haproxyCheck(text: string): Promise<{ code: number; output: string }> {
   const file = path.join(workDir, `check-${Math.random().toString(16).slice(2)}.cfg`);
   writeFileSync(file, text);
@@ -240,25 +313,45 @@ describe.skipIf(!haproxy.ok)('haproxy -c accepts every kind of rendered configur
     ['empty pools', labConfig([service('web_dynamic', []), service('web_static', [])])],
     ['no routers at all', labConfig([service('web_dynamic', srv)], [])],
     ['an IPv6 entrypoint', { ...labConfig([service('web_dynamic', srv), service('web_static', [])]), entrypoint: { name: 'web', host: '::1', port: 8080 } }],
+    [
+      'health check + retry',
+      labConfig([
+        service('web_dynamic', srv, { healthCheck: { path: '/health', intervalMs: 200, timeoutMs: 1000, fall: 2, rise: 1 }, retry: { attempts: 3 } }),
+        service('web_static', srv, { healthCheck: { path: '/app/health', intervalMs: 3000, timeoutMs: 50, fall: 3, rise: 2 } }),
+      ]),
+    ],
+    [
+      'sticky + health check + a drained server (server-state file and drain ACL file)',
+      (() => {
+        const c = labConfig([
+          service('web_dynamic', srv, {
+            sticky: { cookie: { name: 'LAB_STICKY', httpOnly: true, secure: false, sameSite: 'lax' } },
+            healthCheck: { path: '/health', intervalMs: 500, timeoutMs: 300, fall: 3, rise: 2 },
+            retry: { attempts: 2 },
+          }),
+          service('web_static', []),
+        ]);
+        c.services[0].loadBalancer.servers[1].state = 'drain';
+        return c;
+      })(),
+    ],
   ];
   it.each(cases)('%s', async (_label, config) => {
-    const r = await haproxyCheck(renderHaproxyConfig(config, { statsSocket: path.join(workDir, 'h.sock'), statsPort: 8404 }));
+    const r = await haproxyCheckConfig(config);
     expect(r.output).toContain('Configuration file is valid');
-    expect(r.output).not.toMatch(/\[(WARNING|ALERT)\]/);
+    // A drained server is loaded from the server-state file, and HAProxy says so (a WARNING).
+    const drained = config.services.flatMap((svc) => svc.loadBalancer.servers.filter((x) => x.state === 'drain').map((x) => `${svc.name}/${x.name}`));
+    for (const d of drained) expect(r.output).toContain(`Server ${d} remains in forced drain mode.`);
+    expect(r.output.split('\n').filter((l) => /\[(WARNING|ALERT)\]/.test(l) && !/remains in forced drain mode/.test(l))).toEqual([]);
     expect(r.code).toBe(0);
   });
 
   it('refuses, in its own words, what the renderer leaves to it: a weight above 256, a router to a missing service', async () => {
-    const heavy = await haproxyCheck(
-      renderHaproxyConfig(labConfig([service('web_dynamic', [['a', 1, 300]]), service('web_static', [])]), { statsSocket: path.join(workDir, 'h.sock'), statsPort: 8404 }),
-    );
+    const heavy = await haproxyCheckConfig(labConfig([service('web_dynamic', [['a', 1, 300]]), service('web_static', [])]));
     expect(heavy.code).not.toBe(0);
     expect(heavy.output).toMatch(/weight of server a is not within 0 and 256 \(300\)/);
-    const missing = await haproxyCheck(
-      renderHaproxyConfig(
-        labConfig([service('web_static', [])], [{ name: 'r', pathPrefix: '/', stripPrefix: false, service: 'nowhere', priority: 1 }]),
-        { statsSocket: path.join(workDir, 'h.sock'), statsPort: 8404 },
-      ),
+    const missing = await haproxyCheckConfig(
+      labConfig([service('web_static', [])], [{ name: 'r', pathPrefix: '/', stripPrefix: false, service: 'nowhere', priority: 1 }]),
     );
     expect(missing.code).not.toBe(0);
     expect(missing.output).toMatch(/unable to find required use_backend: 'nowhere'/);

@@ -11,9 +11,25 @@
  *   with no server: HAProxy's own `503 Service Unavailable` page;
  * - one `backend` per service: `balance roundrobin | leastconn | hdr(<header>)` with `hash-type
  *   consistent | map-based`, `weight` per server, and the sticky cookie as `cookie <name> insert
- *   indirect nocache` with `cookie <server name>` on each server. `option redispatch` is off (no
- *   retries yet): a cookie naming an unknown or disabled server is ignored, the request is balanced
- *   and the cookie rewritten;
+ *   indirect nocache` with `cookie <server name>` on each server: a cookie naming an unknown,
+ *   disabled or DOWN server is ignored, the request is balanced and the cookie rewritten;
+ * - the active health check (`loadBalancer.healthCheck`): `option httpchk` + `http-check send meth
+ *   GET uri <path>` (HTTP/1.0, no Host header: HAProxy's default probe), `http-check expect status
+ *   200-399`, `timeout check <timeout>`, `check inter <interval> fall <n> rise <n>` on each server,
+ *   and `option log-health-checks` so that every probe that moves a server's health is logged;
+ * - retry (`loadBalancer.retry`): `retries <attempts - 1>`, `option redispatch 1` (every retry goes
+ *   to another server, with no turn-around delay) and `retry-on conn-failure empty-response` (the
+ *   server could not be reached, or closed the connection without answering; a 500 is an answer and
+ *   is not retried). Without retry: `retries 0`, so a server that cannot be reached gives a 503 at
+ *   once (HAProxy's default, `retries 3`, would try the SAME server 3 more times, 1 s apart);
+ * - drain (`server.state: 'drain'`) is not a server keyword in HAProxy 2.6: it is an administrative
+ *   state, set with the Runtime API (`set server <b>/<s> state drain`) and carried across reloads by
+ *   the server-state file (`server-state-file` + `load-server-state-from-file global`, written by
+ *   the driver from `show servers state` before each reload; it also keeps a server that health
+ *   checks took out DOWN across a reload). HAProxy's drain still takes clients whose sticky cookie
+ *   names the server; to re-pin them as the neutral config asks, a sticky backend strips its cookie
+ *   from a request when the value is listed in the backend's drain ACL file (`-f <stateDir>/drain.<backend>.acl`,
+ *   changed live with `add acl` / `del acl`), so HAProxy balances it and writes a new cookie;
  * - a `log-format` line carrying everything a `request:completed` event needs (see log-line.ts);
  * - a `listen stats` page on 127.0.0.1 and an admin-level stats socket (the Runtime API).
  *
@@ -28,7 +44,7 @@
  *
  * Everything here is pure: no I/O, no clock, no state.
  */
-import type { ProxyConfig, ProxyRouter, ProxyService, StickyCookie } from '../../seams.ts';
+import type { HealthCheck, ProxyConfig, ProxyRouter, ProxyService, Retry, StickyCookie } from '../../seams.ts';
 import { ruleText } from '../config.ts';
 
 /** Where the stats socket and page go; chosen by the driver. */
@@ -39,7 +55,19 @@ export interface HaproxyRenderOptions {
   statsPort: number;
   /** Old workers left after a reload are stopped after this long, in seconds. Default {@link DEFAULT_HARD_STOP_AFTER_S}. */
   hardStopAfterS?: number;
+  /**
+   * Directory of the server-state file (`servers.state`) and the drain ACL files
+   * (`drain.<backend>.acl`), which the driver writes. Default: the stats socket's directory.
+   */
+  stateDir?: string;
 }
+
+/** The server-state file's name in the state directory. */
+export const SERVER_STATE_FILE = 'servers.state';
+/** Bounds checked before writing health check and retry settings (the topology's are narrower). */
+const MAX_CHECK_MS = 3_600_000;
+const MAX_FALL_RISE = 100;
+const MAX_ATTEMPTS = 10;
 
 /** `hard-stop-after`: a worker replaced by a reload keeps serving its open connections at most this long (s). */
 export const DEFAULT_HARD_STOP_AFTER_S = 15;
@@ -190,6 +218,10 @@ export interface HaproxyServerModel extends HaproxyServerName {
   weight: number;
   /** The sticky cookie value (`cookie <value>`), or null when the backend is not sticky. */
   cookie: string | null;
+  /** The health check keywords of the server line (`check inter <ms> fall <n> rise <n>`), or null without a check. */
+  check: { interMs: number; fall: number; rise: number } | null;
+  /** Administrative state: `drain` is set through the Runtime API and the server-state file, not in the server line. */
+  state: 'ready' | 'drain';
 }
 
 /** One backend as rendered. */
@@ -201,6 +233,12 @@ export interface HaproxyBackendModel {
   /** Set with `hdr(...)`. */
   hashType: 'consistent' | 'map-based' | null;
   cookie: StickyCookie | null;
+  /** The active health check, or null. */
+  healthCheck: HealthCheck | null;
+  /** Retry on connection failure, or null (`retries 0`). */
+  retry: Retry | null;
+  /** The drain ACL file of a sticky backend (cookie values of its drained servers, one a line), or null. */
+  drainAcl: string | null;
   servers: HaproxyServerModel[];
 }
 
@@ -215,6 +253,8 @@ export interface HaproxyModel {
   text: string;
   /** The text with every `server` line left out. */
   skeleton: string;
+  /** Absolute path of the server-state file HAProxy loads at start and on every reload. */
+  stateFile: string;
 }
 
 /** `host:port` for a server line or bind (IPv6 in brackets). */
@@ -303,6 +343,34 @@ function cookieLine(cookie: StickyCookie, service: string): string {
   return parts.join(' ');
 }
 
+function wholeIn(value: number, min: number, max: number): boolean {
+  return Number.isInteger(value) && value >= min && value <= max;
+}
+
+function checkHealthCheck(hc: HealthCheck, service: string): HealthCheck {
+  if (typeof hc.path !== 'string' || !PATH_PREFIX.test(hc.path) || hc.path.length > 200) {
+    throw new Error(`Service ${service} has the health check path ${JSON.stringify(hc.path)}; it must start with / and use only letters, digits and . _ ~ - /.`);
+  }
+  if (!wholeIn(hc.intervalMs, 1, MAX_CHECK_MS)) throw new Error(`Service ${service} has the health check interval ${hc.intervalMs}; it must be a whole number of ms from 1 to ${MAX_CHECK_MS}.`);
+  if (!wholeIn(hc.timeoutMs, 1, MAX_CHECK_MS)) throw new Error(`Service ${service} has the health check timeout ${hc.timeoutMs}; it must be a whole number of ms from 1 to ${MAX_CHECK_MS}.`);
+  if (!wholeIn(hc.fall, 1, MAX_FALL_RISE)) throw new Error(`Service ${service} has the health check fall ${hc.fall}; it must be a whole number from 1 to ${MAX_FALL_RISE}.`);
+  if (!wholeIn(hc.rise, 1, MAX_FALL_RISE)) throw new Error(`Service ${service} has the health check rise ${hc.rise}; it must be a whole number from 1 to ${MAX_FALL_RISE}.`);
+  return { path: hc.path, intervalMs: hc.intervalMs, timeoutMs: hc.timeoutMs, fall: hc.fall, rise: hc.rise };
+}
+
+function checkRetry(retry: Retry, service: string): Retry {
+  if (!wholeIn(retry.attempts, 1, MAX_ATTEMPTS)) {
+    throw new Error(`Service ${service} retries with ${retry.attempts} attempts; attempts is a whole number from 1 to ${MAX_ATTEMPTS} (the first try included).`);
+  }
+  return { attempts: retry.attempts };
+}
+
+/** The directory part of an absolute path (pure; no node:path, as the rest of this module). */
+function dirname(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i <= 0 ? '/' : p.slice(0, i);
+}
+
 /**
  * Builds the configuration model: names, backends and the haproxy.cfg text.
  * @throws Error (a sentence) for a value that cannot be written safely into haproxy.cfg.
@@ -323,6 +391,11 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
   if (/[\s"'#\\]/.test(opts.statsSocket) || !opts.statsSocket.startsWith('/')) {
     throw new Error(`The stats socket path ${JSON.stringify(opts.statsSocket)} must be absolute and free of spaces, quotes, # and \\.`);
   }
+  const stateDir = opts.stateDir ?? dirname(opts.statsSocket);
+  if (/[\s"'#\\]/.test(stateDir) || !stateDir.startsWith('/')) {
+    throw new Error(`The state directory ${JSON.stringify(stateDir)} must be absolute and free of spaces, quotes, # and \\.`);
+  }
+  const stateFile = `${stateDir === '/' ? '' : stateDir}/${SERVER_STATE_FILE}`;
 
   const L: string[] = [];
   const S: string[] = []; // skeleton: the same minus server lines
@@ -340,10 +413,13 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
   line(`  stats socket ${opts.statsSocket} mode 600 level admin expose-fd listeners`);
   line('  # A worker replaced by a reload finishes its open connections, for at most this long.');
   line(`  hard-stop-after ${opts.hardStopAfterS ?? DEFAULT_HARD_STOP_AFTER_S}s`);
+  line('  # Server states (drain, DOWN after failed health checks) saved by the lab before a reload, loaded by the new worker.');
+  line(`  server-state-file ${stateFile}`);
   line('');
   line('defaults');
   line('  mode http');
   line('  log global');
+  line('  load-server-state-from-file global');
   for (const [k, v] of Object.entries(HAPROXY_TIMEOUTS)) line(`  timeout ${k} ${v}`);
   line('  # On reload, an idle keep-alive client connection is closed after its next response, not while the client may be sending.');
   line('  option idle-close-on-response');
@@ -408,11 +484,42 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
     const backend = names.backendOf.get(svc.name)!;
     const { balance, hashType } = algorithmLines(svc);
     const cookie = svc.loadBalancer.sticky?.cookie ?? null;
+    const hc = svc.loadBalancer.healthCheck ? checkHealthCheck(svc.loadBalancer.healthCheck, svc.name) : null;
+    const retry = svc.loadBalancer.retry ? checkRetry(svc.loadBalancer.retry, svc.name) : null;
+    const drainAcl = cookie ? `${stateDir === '/' ? '' : stateDir}/drain.${backend}.acl` : null;
     line(`backend ${backend}`);
     line(`  # service ${svc.name}: ${svc.loadBalancer.algorithm}${cookie ? `, sticky cookie ${cookie.name}` : ''}`);
     line(`  balance ${balance}`);
     if (hashType) line(`  hash-type ${hashType}`);
     if (cookie) line(`  ${cookieLine(cookie, svc.name)}`);
+    if (hc) {
+      line(`  # Active health check: GET ${hc.path} every ${hc.intervalMs} ms, failed without a 2xx/3xx answer within ${hc.timeoutMs} ms;`);
+      line(`  # a server leaves the rotation after ${hc.fall} failed probe(s) in a row and comes back after ${hc.rise} good one(s).`);
+      line('  option httpchk');
+      line(`  http-check send meth GET uri ${hc.path}`);
+      line('  http-check expect status 200-399');
+      line(`  timeout check ${hc.timeoutMs}ms`);
+      line('  # Log every probe that changes a server\'s health (the lab turns them into probe events).');
+      line('  option log-health-checks');
+    }
+    if (retry) {
+      line(`  # Retry: up to ${retry.attempts} tries in all, each retry on another server, only when the server could not`);
+      line('  # be reached or closed the connection without answering (a 500 is an answer: not retried).');
+      line(`  retries ${retry.attempts - 1}`);
+      line('  option redispatch 1');
+      line('  retry-on conn-failure empty-response');
+    } else {
+      line('  # No retry: a server that cannot be reached gives a 503 at once (the default, retries 3, would');
+      line('  # try the same server 3 more times, 1 s apart).');
+      line('  retries 0');
+    }
+    if (cookie && drainAcl) {
+      line('  # A server in drain state keeps no sticky client: its cookie is dropped from the request, the');
+      line('  # request is balanced and a new cookie written. The file lists the drained servers (add acl / del acl live).');
+      line(
+        `  http-request replace-header Cookie (^|;\\s*)${cookie.name}=[^;]*;?\\s* \\1 if { req.cook(${cookie.name}) -m str -f ${drainAcl} }`,
+      );
+    }
     if (svc.loadBalancer.servers.length === 0) line('  # no server: HAProxy answers 503 Service Unavailable');
     const servers: HaproxyServerModel[] = [];
     const serverNames = names.serversOf.get(svc.name)!;
@@ -420,11 +527,22 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
       const n = serverNames[i];
       const { host, port } = parseServerUrl(s.url, s.name);
       const weight = checkWeight(s.weight, s.name);
-      const model: HaproxyServerModel = { ...n, host, port, weight, cookie: cookie ? n.name : null };
+      const state = s.state ?? 'ready';
+      if (state !== 'ready' && state !== 'drain') throw new Error(`Server ${s.name} has the state ${JSON.stringify(state)}; use ready or drain.`);
+      const model: HaproxyServerModel = {
+        ...n,
+        host,
+        port,
+        weight,
+        cookie: cookie ? n.name : null,
+        check: hc ? { interMs: hc.intervalMs, fall: hc.fall, rise: hc.rise } : null,
+        state,
+      };
       servers.push(model);
+      if (state === 'drain') line(`  # ${n.name}: state drain (set server ${backend}/${n.name} state drain; kept across reloads in ${SERVER_STATE_FILE})`, true);
       line(`  ${serverLine(model)}`, true);
     });
-    backends.push({ name: backend, service: svc.name, balance, hashType, cookie, servers });
+    backends.push({ name: backend, service: svc.name, balance, hashType, cookie, healthCheck: hc, retry, drainAcl, servers });
     line('');
   }
 
@@ -437,12 +555,17 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
   line('  # The stats page is not part of the lesson traffic: no access-log line for it.');
   line('  http-request set-log-level silent');
 
-  return { names, backends, text: `${L.join('\n')}\n`, skeleton: `${S.join('\n')}\n` };
+  return { names, backends, text: `${L.join('\n')}\n`, skeleton: `${S.join('\n')}\n`, stateFile };
 }
 
-/** `server <name> <addr:port> id <id> weight <w> [cookie <value>]`, as in haproxy.cfg. */
+/** The health check keywords of a server line or of `add server` (empty without a check). */
+export function checkKeywords(s: Pick<HaproxyServerModel, 'check'>): string {
+  return s.check ? ` check inter ${s.check.interMs}ms fall ${s.check.fall} rise ${s.check.rise}` : '';
+}
+
+/** `server <name> <addr:port> id <id> weight <w> [cookie <value>] [check inter <ms> fall <n> rise <n>]`, as in haproxy.cfg. */
 export function serverLine(s: HaproxyServerModel): string {
-  return `server ${s.name} ${hostPort(s.host, s.port)} id ${s.id} weight ${s.weight}${s.cookie !== null ? ` cookie ${s.cookie}` : ''}`;
+  return `server ${s.name} ${hostPort(s.host, s.port)} id ${s.id} weight ${s.weight}${s.cookie !== null ? ` cookie ${s.cookie}` : ''}${checkKeywords(s)}`;
 }
 
 /**

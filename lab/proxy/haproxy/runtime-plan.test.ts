@@ -84,6 +84,53 @@ describe('planRuntimeChanges', () => {
     if (p.kind === 'reload') expect(p.reason).toMatch(reason);
   });
 
+  it('health check: an added server carries check inter/fall/rise and gets enable health; changed settings reload', () => {
+    const HC = { healthCheck: { path: '/health', intervalMs: 200, timeoutMs: 1000, fall: 2, rise: 1 } };
+    const to = buildHaproxyModel(config([...AB, ['c', 3]], HC), OPTS);
+    const p = planRuntimeChanges(buildHaproxyModel(config(AB, HC), OPTS), to);
+    expect(p.kind).toBe('runtime');
+    if (p.kind === 'runtime') {
+      expect(stepCommands(p.steps[0])).toEqual([
+        `add server web_dynamic/c 127.0.0.1:3 id ${to.backends[0].servers[2].id} weight 1 check inter 200ms fall 2 rise 1`,
+        'enable health web_dynamic/c',
+        'enable server web_dynamic/c',
+      ]);
+    }
+    for (const other of [{ ...HC.healthCheck, fall: 3 }, { ...HC.healthCheck, intervalMs: 300 }, { ...HC.healthCheck, path: '/app/health' }]) {
+      expect(plan(config(AB, HC), config(AB, { healthCheck: other })).kind).toBe('reload');
+    }
+    expect(plan(config(AB), config(AB, HC)).kind).toBe('reload');
+    expect(plan(config(AB), config(AB, { retry: { attempts: 2 } })).kind).toBe('reload');
+  });
+
+  it('drain and back: set server state drain|ready live; in a sticky backend also add acl / del acl on its drain ACL file', () => {
+    const drained = (lb: Partial<ProxyService['loadBalancer']> = {}) => {
+      const c = config(AB, lb);
+      c.services[0].loadBalancer.servers[1].state = 'drain';
+      return c;
+    };
+    const p = plan(config(AB), drained());
+    expect(p).toEqual({ kind: 'runtime', steps: [{ op: 'state', backend: 'web_dynamic', server: 'b', state: 'drain', acl: null }] });
+    if (p.kind === 'runtime') expect(stepCommands(p.steps[0])).toEqual(['set server web_dynamic/b state drain']);
+    const back = plan(drained(), config(AB));
+    if (back.kind === 'runtime') expect(stepCommands(back.steps[0])).toEqual(['set server web_dynamic/b state ready']);
+    expect(back.kind).toBe('runtime');
+
+    const acl = '/run/lab/drain.web_dynamic.acl';
+    const sp = plan(config(AB, STICKY), drained(STICKY));
+    expect(sp.kind === 'runtime' && sp.steps.flatMap(stepCommands)).toEqual(['set server web_dynamic/b state drain', `add acl ${acl} b`]);
+    const sb = plan(drained(STICKY), config(AB, STICKY));
+    expect(sb.kind === 'runtime' && sb.steps.flatMap(stepCommands)).toEqual([`del acl ${acl} b`, 'set server web_dynamic/b state ready']);
+
+    // A reload that also drains a server lists it, to drain it in the worker being replaced.
+    const r = plan(config(AB), drained(STICKY));
+    expect(r).toMatchObject({ kind: 'reload', drain: [{ op: 'state', server: 'b', state: 'drain', acl: null }] });
+    // A server that joins already drained: a reload (no window in which it could take requests).
+    const joins = config([...AB, ['c', 3]]);
+    joins.services[0].loadBalancer.servers[2].state = 'drain';
+    expect(plan(config(AB), joins)).toMatchObject({ kind: 'reload', reason: expect.stringMatching(/joins web_dynamic in drain state/) });
+  });
+
   it('lists the servers leaving when it reloads, to disable them first', () => {
     const p = plan(config([...AB, ['c', 3]]), config([['a', 1]], STICKY));
     expect(p).toMatchObject({
