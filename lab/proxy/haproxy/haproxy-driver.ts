@@ -28,11 +28,12 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { EventBus, RequestCompleted } from '../../events.ts';
-import type { ProxyCapabilities, ProxyConfig, ProxyDriver, StickyCookie } from '../../seams.ts';
-import { errorOf, parseAccessLog, type HaproxyAccessLog } from './log-line.ts';
+import type { HealthCheck, ProxyCapabilities, ProxyConfig, ProxyDriver, StickyCookie } from '../../seams.ts';
+import { errorOf, parseAccessLog, parseHaproxyMessage, parseHealthMessage, probeError, type HaproxyAccessLog, type HealthMessage } from './log-line.ts';
 import { buildHaproxyModel, type HaproxyModel } from './render.ts';
-import { checkRuntimeCommand, parseServersConn, parseShowInfo, runtimeApiRequest } from './runtime-api.ts';
+import { checkRuntimeCommand, parseServersConn, parseShowInfo, parseShowStat, runtimeApiRequest, type StatServerRow } from './runtime-api.ts';
 import { planRuntimeChanges, stepCommands, type RuntimeStep } from './runtime-plan.ts';
+import { drainAclText, parseServersState, serverStateText } from './server-state.ts';
 
 export interface HaproxyDriverOptions {
   /** Where every event goes. */
@@ -59,6 +60,22 @@ const MAX_SOCKET_PATH = 107;
 const STATE_FILE = 'haproxy.state.json';
 /** Names remembered for log lines of replaced configurations, at most (older ones are dropped). */
 const MAX_REMEMBERED_NAMES = 5000;
+
+/** What the driver knows of one health-checked server of the running configuration. */
+interface CheckedServer {
+  backend: string;
+  server: string;
+  service: string;
+  hostname: string;
+  port: number;
+  check: HealthCheck;
+  /** In the rotation as far as health checks go (HAProxy's operational state UP). */
+  healthy: boolean;
+  /** When the last `healthcheck:probed` for it was emitted, or when it was first tracked (epoch ms). */
+  lastProbeAt: number;
+  /** The last failed probe's cause, for the reason of a DOWN transition. */
+  lastError: string | null;
+}
 
 /** What the running HAProxy is. */
 interface Running {
@@ -225,8 +242,8 @@ export class HaproxyDriver implements ProxyDriver {
     leastConnections: true,
     stickyCookie: true,
     headerHash: true,
-    activeHealthCheck: false,
-    retry: false,
+    activeHealthCheck: true,
+    retry: true,
     perRequestEvents: true,
     connectionEvents: false,
     runtimeApi: true,
@@ -260,6 +277,12 @@ export class HaproxyDriver implements ProxyDriver {
   #hostnameOf = new Map<string, string>();
   #cookieOf = new Map<string, StickyCookie>();
   #frontends = new Set<string>();
+  /** Health-checked servers of the running configuration, by `<backend>/<server>`. */
+  #checked = new Map<string, CheckedServer>();
+  /** Workers replaced by a reload (their messages are not about the running configuration). */
+  #retired = new Set<number>();
+  #pollTimer: NodeJS.Timeout | null = null;
+  #polling = false;
 
   /**
    * @param opts.bus the lab's event bus.
@@ -403,6 +426,9 @@ export class HaproxyDriver implements ProxyDriver {
         const effective: ProxyConfig = { ...config, entrypoint: { ...config.entrypoint, port } };
         const model = buildHaproxyModel(effective, { statsSocket: this.#socketPath, statsPort });
         writeFileAtomic(this.#nextPath, model.text);
+        this.#writeDrainAcls(model);
+        // A first start: no earlier state, only the servers to start drained.
+        writeFileAtomic(model.stateFile, serverStateText(model));
         await this.#check(this.#nextPath);
         fs.renameSync(this.#nextPath, this.#cfgPath);
         fs.rmSync(this.#socketPath, { force: true });
@@ -483,11 +509,15 @@ export class HaproxyDriver implements ProxyDriver {
     }
     const running: Running = { child, pid, workerPid, port: s.port, host: s.host, statsPort: s.statsPort, config: structuredClone(s.config), model: s.model, exited, stopRequested: false };
     this.#running = running;
+    this.#retired.clear();
+    this.#checked.clear();
+    this.#trackHealth(s.model);
     writeFileAtomic(path.join(this.#workDir, STATE_FILE), `${JSON.stringify({ pid, start: procStart(pid), cfg: this.#cfgPath } satisfies StateFile)}\n`);
     void exited.then((info) => {
       if (this.#running !== running || running.stopRequested) return;
       // Not asked to stop: HAProxy died (killed from outside, or crashed).
       this.#running = null;
+      this.#stopPolling();
       fs.rmSync(this.#socketPath, { force: true });
       fs.rmSync(path.join(this.#workDir, STATE_FILE), { force: true });
       signalGroup(pid, 'SIGKILL');
@@ -560,6 +590,8 @@ export class HaproxyDriver implements ProxyDriver {
     const model = this.#model(config);
     if (model.text === r.model.text && !this.#dirty) return;
     writeFileAtomic(this.#nextPath, model.text);
+    // Read by the next worker only (the running one keeps its ACLs in memory; add/del acl change those).
+    this.#writeDrainAcls(model);
     try {
       await this.#check(this.#nextPath);
     } catch (err) {
@@ -578,31 +610,61 @@ export class HaproxyDriver implements ProxyDriver {
         fs.renameSync(this.#nextPath, this.#cfgPath);
         r.config = structuredClone({ ...config, entrypoint: r.config.entrypoint });
         r.model = model;
+        this.#trackHealth(model);
         return;
       } catch (err) {
         this.#note('stdout', `[lab] the Runtime API could not finish (${errorText(err)}); reloading instead`);
       }
     } else {
-      // Servers leaving: no new request for them from the worker being replaced either.
+      // Servers leaving: no new request for them from the worker being replaced either; servers
+      // turning to drain: drained there too.
       for (const d of plan.disable) await this.#command(`disable server ${d.backend}/${d.server}`).catch(() => undefined);
+      for (const step of plan.drain ?? []) for (const c of stepCommands(step)) await this.#command(c).catch(() => undefined);
       this.#note('stdout', `[lab] reload: ${plan.reason}`);
     }
     await this.#reload(r, config, model);
+    this.#trackHealth(model);
+  }
+
+  /** Writes the drain ACL file of every sticky backend of `model` (render.ts). */
+  #writeDrainAcls(model: HaproxyModel): void {
+    for (const b of model.backends) if (b.drainAcl) writeFileAtomic(b.drainAcl, drainAclText(b));
+  }
+
+  /**
+   * Writes the server-state file the next worker loads: the running worker's states (`show servers
+   * state`: DOWN servers stay DOWN) with the administrative states and weights of `model`.
+   */
+  async #writeServerState(model: HaproxyModel): Promise<void> {
+    let rows: ReturnType<typeof parseServersState> = [];
+    try {
+      rows = parseServersState(await runtimeApiRequest(this.#socketPath, 'show servers state', 3000));
+    } catch (err) {
+      this.#note('stderr', `[lab] could not read the server states before the reload (${errorText(err)}); servers start UP in the new worker`);
+    }
+    writeFileAtomic(model.stateFile, serverStateText(model, rows));
   }
 
   async #reload(r: Running, config: ProxyConfig, model: HaproxyModel): Promise<void> {
     const previous = r.model.text;
     const oldWorker = r.workerPid;
     // The replaced worker logs `Proxy <frontend> stopped` once it has stopped accepting connections.
-    const stoppedLine = new RegExp(`^\\[WARNING\\]\\s+\\(${oldWorker}\\) : Proxy ${r.model.names.frontend.replace(/[.]/g, '[.]')} stopped`);
-    const oldStopped = this.#watchFor((l) => stoppedLine.test(l));
+    // (After a Runtime API command HAProxy 2.6 writes `CLI : ` before the text: parseHaproxyMessage drops it.)
+    const stoppedText = `Proxy ${r.model.names.frontend} stopped`;
+    const oldStopped = this.#watchFor((l) => {
+      const m = parseHaproxyMessage(l);
+      return m !== null && m.pid === oldWorker && m.text.startsWith(stoppedText);
+    });
+    await this.#writeServerState(model);
     fs.renameSync(this.#nextPath, this.#cfgPath);
     const tailBefore = this.#tail.length;
+    this.#retired.add(oldWorker);
     try {
       process.kill(r.pid, 'SIGUSR2');
       r.workerPid = await this.#awaitReady(r.host, r.port, oldWorker, r.exited);
     } catch (err) {
       oldStopped.cancel();
+      this.#retired.delete(oldWorker);
       // The master keeps the old worker when the new configuration fails to load: so does the file.
       writeFileAtomic(this.#cfgPath, previous);
       const said = alertText(this.#tail.slice(tailBefore));
@@ -653,18 +715,20 @@ export class HaproxyDriver implements ProxyDriver {
       ? /New server registered/.test(answer)
       : command.startsWith('del server')
         ? /Server deleted/.test(answer)
-        : answer === '';
+        : command.startsWith('del acl')
+          ? answer === '' || /not found/i.test(answer) // already gone: what was asked
+          : answer === '';
     if (!ok) throw new Error(`"${command}" answered: ${answer || '(nothing)'}`);
     return answer;
   }
 
   async #runStep(step: RuntimeStep): Promise<void> {
-    const [first, second] = stepCommands(step);
+    const commands = stepCommands(step);
     if (step.op !== 'remove') {
-      await this.#command(first);
-      if (second) await this.#command(second);
+      for (const c of commands) await this.#command(c);
       return;
     }
+    const [first, second] = commands;
     // Removal: maintenance first (no new request; those in flight finish), then delete once drained.
     await this.#command(first);
     const deadline = Date.now() + this.#drainTimeoutMs;
@@ -732,12 +796,186 @@ export class HaproxyDriver implements ProxyDriver {
       await r.exited;
       clearTimeout(killer);
       this.#running = null;
+      this.#stopPolling();
+      this.#checked.clear();
       await this.#awaitGroupGone(r.pid);
       fs.rmSync(this.#socketPath, { force: true });
       fs.rmSync(this.#nextPath, { force: true });
       fs.rmSync(path.join(this.#workDir, STATE_FILE), { force: true });
     } finally {
       this.#stopping = false;
+    }
+  }
+
+  // ------------------------------------------------------------------ health checks and drain
+
+  /**
+   * Resolves true once HAProxy shows no request in flight (`scur`) or queued (`qcur`) on `server`
+   * (a replica hostname; typically one apply() set to `drain`), read from `show stat` every 10 to
+   * 100 ms; at once when it has none, is not in the running configuration, or HAProxy is stopped.
+   * False when some are still there after `timeoutMs`. Only the current worker is asked: a worker
+   * that a reload replaced a moment earlier is not (each of its keep-alive client connections
+   * takes at most one more request, with the old configuration).
+   */
+  async drained(server: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + Math.max(0, timeoutMs);
+    let backoff = 10;
+    for (;;) {
+      const r = this.#running;
+      if (!r) return true;
+      const where = [...r.model.names.serversOf].flatMap(([svc, list]) =>
+        list.filter((x) => x.hostname === server).map((x) => ({ backend: r.model.names.backendOf.get(svc)!, server: x.name })),
+      );
+      if (where.length === 0) return true;
+      let busy: number | null = null;
+      try {
+        const rows = parseShowStat(await runtimeApiRequest(this.#socketPath, 'show stat', 2000));
+        busy = 0;
+        for (const w of where) {
+          const row = rows.find((x) => x.backend === w.backend && x.server === w.server);
+          if (row) busy += row.scur + row.qcur;
+        }
+      } catch {
+        // A reload in progress: ask again.
+      }
+      if (busy === 0) return true;
+      if (Date.now() >= deadline) return false;
+      await delay(Math.min(backoff, Math.max(1, deadline - Date.now())));
+      backoff = Math.min(backoff * 2, 100);
+    }
+  }
+
+  /**
+   * The health-checked servers of `model` (after start and every apply): servers that stay keep
+   * what is known of them, new ones start healthy (HAProxy puts a new server UP and lets its
+   * checks take it out). A server whose backend no longer has a check and was out is back in the
+   * rotation: `replica:health-changed` healthy, reason `health check off`. Starts or stops polling.
+   */
+  #trackHealth(model: HaproxyModel): void {
+    const next = new Map<string, CheckedServer>();
+    for (const b of model.backends) {
+      if (!b.healthCheck) continue;
+      for (const s of b.servers) {
+        const key = `${b.name}/${s.name}`;
+        const known = this.#checked.get(key);
+        next.set(key, {
+          backend: b.name,
+          server: s.name,
+          service: b.service,
+          hostname: s.hostname,
+          port: s.port,
+          check: b.healthCheck,
+          healthy: known?.healthy ?? true,
+          lastProbeAt: known?.lastProbeAt ?? Date.now(),
+          lastError: known?.lastError ?? null,
+        });
+      }
+    }
+    for (const [key, old] of this.#checked) {
+      if (next.has(key) || old.healthy) continue;
+      const stays = model.backends.some((b) => b.name === old.backend && b.servers.some((s) => s.name === old.server));
+      if (stays) this.#healthChanged(old, true, 'health check off');
+    }
+    this.#checked = next;
+    if (next.size > 0) this.#startPolling();
+    else this.#stopPolling();
+  }
+
+  /** A probe or an UP/DOWN message of the current worker. */
+  #onHealth(h: HealthMessage): void {
+    const key = `${h.backend}/${h.server}`;
+    const known = this.#checked.get(key);
+    const service = known?.service ?? this.#serviceOf.get(h.backend) ?? h.backend;
+    const hostname = known?.hostname ?? this.#hostnameOf.get(key) ?? h.server;
+    if (h.kind === 'probe') {
+      const error = h.ok ? undefined : probeError(h.reason, h.code, h.info);
+      const at = Date.now();
+      this.#bus.emit('healthcheck:probed', { service, replica: hostname, ok: h.ok, ms: h.durationMs, status: h.code, ...(error !== undefined ? { error } : {}), at });
+      if (known) {
+        known.lastProbeAt = at;
+        if (error !== undefined) known.lastError = error;
+      }
+      return;
+    }
+    if (!known) return;
+    this.#healthChanged(known, h.up, h.up ? 'health check passed' : `health check failed: ${known.lastError ?? h.reason ?? 'error'}`);
+  }
+
+  #healthChanged(c: CheckedServer, healthy: boolean, reason: string): void {
+    if (c.healthy === healthy) return;
+    c.healthy = healthy;
+    this.#bus.emit('replica:health-changed', { service: c.service, hostname: c.hostname, port: c.port, pid: null, at: Date.now(), reason, healthy });
+  }
+
+  #startPolling(): void {
+    if (this.#pollTimer || this.#polling) return;
+    this.#schedulePoll();
+  }
+
+  #stopPolling(): void {
+    if (this.#pollTimer) clearTimeout(this.#pollTimer);
+    this.#pollTimer = null;
+  }
+
+  #schedulePoll(): void {
+    let every = Infinity;
+    for (const c of this.#checked.values()) every = Math.min(every, c.check.intervalMs);
+    if (!Number.isFinite(every) || !this.#running) return;
+    this.#pollTimer = setTimeout(() => {
+      this.#pollTimer = null;
+      this.#polling = true;
+      void this.#poll().finally(() => {
+        this.#polling = false;
+        if (!this.#pollTimer && this.#checked.size > 0 && this.#running && !this.#stopping) this.#schedulePoll();
+      });
+    }, every);
+    this.#pollTimer.unref();
+  }
+
+  /**
+   * Reads `show stat` once. HAProxy logs a probe only when it moves a server's health (from the first
+   * failure to DOWN, from the first success to UP); a server that stays UP (or DOWN) is probed
+   * without a trace. So, for a server whose health counter is at an end (fully up or fully down),
+   * the last probe HAProxy ran (check_status, check_code, check_duration) is emitted as a
+   * `healthcheck:probed` once per interval + duration since the previous probe event: one event per
+   * probe on average, timed when read (up to one interval late), not when HAProxy ran it. The
+   * state (UP/DOWN) seen here also corrects a missed transition.
+   */
+  async #poll(): Promise<void> {
+    if (!this.#running || this.#checked.size === 0) return;
+    let rows: StatServerRow[];
+    try {
+      rows = parseShowStat(await runtimeApiRequest(this.#socketPath, 'show stat', 2000));
+    } catch {
+      return; // a reload or a stop in progress
+    }
+    const now = Date.now();
+    for (const row of rows) {
+      const c = this.#checked.get(`${row.backend}/${row.server}`);
+      if (!c || row.status.startsWith('MAINT') || row.status === 'no check') continue;
+      if (row.checkStatus === '' || row.checkStatus === 'INI' || row.checkStatus === 'UNK') continue;
+      const ok = /^L\dOK/.test(row.checkStatus);
+      const error = ok ? undefined : statError(row);
+      if (!ok && error) c.lastError = error;
+      const healthy = !row.status.startsWith('DOWN');
+      if (healthy !== c.healthy) this.#healthChanged(c, healthy, healthy ? 'health check passed' : `health check failed: ${c.lastError ?? row.checkDesc}`);
+      const max = (row.checkRise ?? c.check.rise) + (row.checkFall ?? c.check.fall) - 1;
+      const atEnd = row.checkHealth === 0 || row.checkHealth === max;
+      const period = c.check.intervalMs + (row.checkDuration ?? 0);
+      if (!atEnd || now - c.lastProbeAt < period * 0.9) continue;
+      // While a check runs, HAProxy has begun resetting the last one's code: read it at the next
+      // poll, unless checks are always running when read (a probe that hangs until its timeout).
+      if (row.checkRunning && now - c.lastProbeAt < 2 * (c.check.intervalMs + c.check.timeoutMs)) continue;
+      c.lastProbeAt = now;
+      this.#bus.emit('healthcheck:probed', {
+        service: c.service,
+        replica: c.hostname,
+        ok,
+        ms: row.checkDuration ?? 0,
+        status: row.checkCode === 0 ? null : row.checkCode,
+        ...(error !== undefined ? { error } : {}),
+        at: now,
+      });
     }
   }
 
@@ -750,6 +988,15 @@ export class HaproxyDriver implements ProxyDriver {
   #onLine(text: string): void {
     const log = parseAccessLog(text);
     if (!log) {
+      const message = parseHaproxyMessage(text);
+      const health = parseHealthMessage(message ? message.text : text);
+      if (health) {
+        // The same message comes twice: on stderr with the writer's pid, and through `log stdout`
+        // without it. Only the first is an event, and only from the current worker.
+        if (message && message.pid !== this.#running?.pid && !this.#retired.has(message.pid)) this.#onHealth(health);
+        this.#note('stderr', text);
+        return;
+      }
       this.#tail.push(text);
       if (this.#tail.length > TAIL_LINES * 4) this.#tail.splice(0, this.#tail.length - TAIL_LINES);
       this.#note('stderr', text);
@@ -813,4 +1060,12 @@ export class HaproxyDriver implements ProxyDriver {
       ...(error !== undefined ? { error } : {}),
     };
   }
+}
+
+/** A failed check's cause from `show stat`, in the embedded proxy's words where they exist. */
+function statError(row: StatServerRow): string {
+  if (/TOUT$/.test(row.checkStatus)) return 'timeout';
+  if (row.checkStatus === 'L4CON' && /refused/i.test(row.lastCheck)) return 'ECONNREFUSED';
+  if (row.checkStatus === 'L7STS' && row.checkCode !== null) return `status ${row.checkCode}`;
+  return probeError(row.checkDesc || row.checkStatus, row.checkCode, row.lastCheck || null);
 }

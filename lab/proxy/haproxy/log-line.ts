@@ -100,3 +100,90 @@ export function errorOf(log: Pick<HaproxyAccessLog, 'server' | 'router' | 'termi
   if (who === 'P' || who === 'I' || who === 'D' || who === 'K') return `proxy error (${log.terminationState.slice(0, 2)})`;
   return undefined;
 }
+
+// ---------------------------------------------------------------- HAProxy's own messages
+
+/** One `[LEVEL]   (pid) : text` message line from HAProxy's stderr. */
+export interface HaproxyMessage {
+  level: 'NOTICE' | 'WARNING' | 'ALERT';
+  /** The process that wrote it (master or a worker). */
+  pid: number;
+  /** The text, without the level, the pid and a context such as `CLI : ` or `config : `. */
+  text: string;
+}
+
+const MESSAGE = /^\[(NOTICE|WARNING|ALERT)\]\s+\((\d+)\) : (?:(?:CLI|config|parsing \[[^\]]*\]) : )?(.*)$/;
+
+/**
+ * Parses one message line, e.g. `[WARNING]  (4711) : CLI : Server web_dynamic/b1 is DOWN. ...`. HAProxy 2.6
+ * keeps the context of the last CLI command (`CLI : `) on the lines a worker writes after it; it is dropped.
+ */
+export function parseHaproxyMessage(line: string): HaproxyMessage | null {
+  const m = MESSAGE.exec(line);
+  if (!m) return null;
+  return { level: m[1] as HaproxyMessage['level'], pid: Number(m[2]), text: m[3] };
+}
+
+/** What a health message says: one probe that moved a server's health, or a server going UP or DOWN. */
+export type HealthMessage =
+  | {
+      kind: 'probe';
+      backend: string;
+      server: string;
+      ok: boolean;
+      /** HAProxy's reason, e.g. `Layer4 connection problem`, `Layer7 wrong status`, `Layer7 check passed`. */
+      reason: string;
+      /** The HTTP status of the answer, when there was one. */
+      code: number | null;
+      /** HAProxy's extra information, e.g. `Connection refused`, `Service Unavailable`. */
+      info: string | null;
+      durationMs: number;
+      /** The health counter after this probe and the server's state: `1/2 UP` = health 1 of 2, still UP. */
+      health: number;
+      of: number;
+      up: boolean;
+    }
+  | { kind: 'state'; backend: string; server: string; up: boolean; reason: string | null };
+
+const PROBE =
+  /^Health check for (?:backup )?server (\S+?)\/(\S+) (succeeded|failed|conditionally succeeded), reason: ([^,]+)(?:, code: (\d+))?(?:, info: "((?:[^"\\]|\\.)*)")?, check duration: (\d+)ms, status: (\d+)\/(\d+) (UP|DOWN)\.?$/;
+/** `Server b/s is DOWN. 2 active ...`, `Server b/s is UP, reason: ... . 3 active ...`; not the maintenance or drain ones. */
+const STATE = /^(?:Backup )?Server (\S+?)\/(\S+) is (UP|DOWN)(?:, reason: (.*?), check duration: \d+ms)?\. /;
+
+/**
+ * Parses the text of a health message (`option log-health-checks` probe lines and UP/DOWN
+ * transitions, https://docs.haproxy.org/2.6/configuration.html#4.2-option%20log-health-checks), or null.
+ */
+export function parseHealthMessage(text: string): HealthMessage | null {
+  const p = PROBE.exec(text);
+  if (p) {
+    const [, backend, server, outcome, reason, code, info, ms, health, of, state] = p;
+    return {
+      kind: 'probe',
+      backend,
+      server,
+      ok: outcome !== 'failed',
+      reason,
+      code: code === undefined ? null : Number(code),
+      info: info === undefined ? null : info.replace(/\\(.)/g, '$1'),
+      durationMs: Number(ms),
+      health: Number(health),
+      of: Number(of),
+      up: state === 'UP',
+    };
+  }
+  const s = STATE.exec(text);
+  if (s) return { kind: 'state', backend: s[1], server: s[2], up: s[3] === 'UP', reason: s[4] ?? null };
+  return null;
+}
+
+/**
+ * A failed probe's cause in the embedded proxy's words (`ECONNREFUSED`, `timeout`, `status 503`),
+ * from HAProxy's reason and info; HAProxy's own wording otherwise.
+ */
+export function probeError(reason: string, code: number | null, info: string | null): string {
+  if (/timeout/i.test(reason)) return 'timeout';
+  if (info && /connection refused/i.test(info)) return 'ECONNREFUSED';
+  if (/wrong status/i.test(reason) && code !== null) return `status ${code}`;
+  return info ? `${reason}: ${info}` : reason;
+}

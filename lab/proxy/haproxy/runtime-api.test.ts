@@ -2,7 +2,7 @@
  * The console's allow-list and the Runtime API answer parsers.
  */
 import { describe, expect, it } from 'vitest';
-import { checkRuntimeCommand, MAX_COMMAND_LENGTH, parseServersConn, parseShowInfo } from './runtime-api.ts';
+import { checkRuntimeCommand, MAX_COMMAND_LENGTH, parseServersConn, parseShowInfo, parseShowStat } from './runtime-api.ts';
 
 describe('checkRuntimeCommand', () => {
   it.each([
@@ -53,7 +53,30 @@ describe('checkRuntimeCommand', () => {
   });
 });
 
+/** `show stat` of HAProxy 2.6.12 (header and one server row as printed), and a row built from it by field name. */
+const STAT_HEADER = '# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,agent_code,agent_duration,check_desc,agent_desc,check_rise,check_fall,check_health,agent_rise,agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,agg_server_status,agg_server_check_status,agg_check_status,-,ssl_sess,ssl_reused_sess,ssl_failed_handshake,h2_headers_rcvd,h2_data_rcvd,h2_settings_rcvd,h2_rst_stream_rcvd,h2_goaway_rcvd,h2_detected_conn_protocol_errors,h2_detected_strm_protocol_errors,h2_rst_stream_resp,h2_goaway_resp,h2_open_connections,h2_backend_open_streams,h2_total_connections,h2_backend_total_streams,h1_open_connections,h1_open_streams,h1_total_connections,h1_total_streams,h1_bytes_in,h1_bytes_out,h1_spliced_bytes_in,h1_spliced_bytes_out,';
+const STAT_S1 = 'be,s1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,7,0,,1,3,1,,0,,2,0,,0,L7OK,200,0,0,0,0,0,0,0,,,,0,0,0,,,,,-1,,,0,0,0,0,,,,Layer7 check passed,,1,2,2,,,,127.0.0.1:18081,,http,,,,,,,,0,0,0,,,0,,0,0,0,0,0,0,0,0,1,1,,,,-,0,0,0,,,,,,,,,,,,,,,,,,,,,,';
+function statRow(changes: Record<string, string>): string {
+  const cols = STAT_HEADER.slice(2).split(',');
+  const f = STAT_S1.split(',');
+  for (const [k, v] of Object.entries(changes)) f[cols.indexOf(k)] = v;
+  return f.join(',');
+}
+
 describe('answer parsers', () => {
+  it('parseShowStat: server rows by header name, check fields, the `* ` of a check in progress', () => {
+    const down = statRow({ svname: 'web_dynamic-2-ab', status: 'DOWN', scur: '0', qcur: '0', check_status: '* L4CON', check_code: '', check_duration: '0', last_chk: 'Connection refused', check_desc: 'Layer4 connection problem', check_health: '0' });
+    const busy = statRow({ svname: 'b', status: 'DRAIN', scur: '2', qcur: '1', check_status: '', check_code: '', check_duration: '', check_desc: '', last_chk: '', check_rise: '', check_fall: '', check_health: '' });
+    const backendRow = statRow({ svname: 'BACKEND', type: '1' });
+    const rows = parseShowStat([STAT_HEADER, STAT_S1, down, busy, backendRow, ''].join('\n'));
+    expect(rows).toEqual([
+      { backend: 'be', server: 's1', status: 'UP', scur: 0, qcur: 0, checkStatus: 'L7OK', checkRunning: false, checkCode: 200, checkDuration: 0, checkDesc: 'Layer7 check passed', lastCheck: '', checkHealth: 2, checkRise: 1, checkFall: 2 },
+      { backend: 'be', server: 'web_dynamic-2-ab', status: 'DOWN', scur: 0, qcur: 0, checkStatus: 'L4CON', checkRunning: true, checkCode: null, checkDuration: 0, checkDesc: 'Layer4 connection problem', lastCheck: 'Connection refused', checkHealth: 0, checkRise: 1, checkFall: 2 },
+      { backend: 'be', server: 'b', status: 'DRAIN', scur: 2, qcur: 1, checkStatus: '', checkRunning: false, checkCode: null, checkDuration: null, checkDesc: '', lastCheck: '', checkHealth: null, checkRise: null, checkFall: null },
+    ]);
+    expect(parseShowStat('')).toEqual([]);
+  });
+
   it('parseShowInfo', () => {
     const info = parseShowInfo('Name: HAProxy\nVersion: 2.6.12-1+deb12u4\nPid: 3601\nUptime: 0d 0h00m01s\n\n');
     expect(info.get('Pid')).toBe('3601');

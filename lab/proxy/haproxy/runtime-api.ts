@@ -42,6 +42,8 @@ export const ALLOWED_COMMANDS: readonly Allowed[] = [
     check: (m) => weightCheck(m[1]),
   },
   { usage: 'set server <backend>/<server> state ready|drain|maint', re: new RegExp(`^set server ${NAME}/${NAME} state (?:ready|drain|maint)$`), mutates: true },
+  { usage: 'enable health <backend>/<server>', re: new RegExp(`^enable health ${NAME}/${NAME}$`), mutates: true },
+  { usage: 'disable health <backend>/<server>', re: new RegExp(`^disable health ${NAME}/${NAME}$`), mutates: true },
   {
     usage: 'add server <backend>/<server> <ipv4>:<port> [weight <0-256>]',
     re: new RegExp(`^add server ${NAME}/${NAME} ${IPV4}:(\\d{1,5})(?: weight (\\d{1,3}))?$`),
@@ -157,6 +159,93 @@ export function parseServersConn(text: string): ServerConnRow[] {
     const [backend, server] = f[0].split('/');
     if (!server) continue;
     rows.push({ backend, server, usedCur: Number(f[used] ?? 0), idleCur: Number(f[idle] ?? 0) });
+  }
+  return rows;
+}
+
+/** One server row of `show stat`, the fields the driver reads (https://docs.haproxy.org/2.6/management.html#9.1). */
+export interface StatServerRow {
+  backend: string;
+  server: string;
+  /** `UP`, `DOWN`, `UP 1/2` (going down), `DOWN 1/2` (going up), `DRAIN`, `NOLB`, `MAINT`, `no check`, ... */
+  status: string;
+  /** Requests in flight on the server (current sessions) and waiting in its queue. */
+  scur: number;
+  qcur: number;
+  /** Last check's status (`L7OK`, `L4CON`, `L7STS`, `L7TOUT`, `INI`, ...), without the `* ` of a check in progress; '' without checks. */
+  checkStatus: string;
+  /** A check is running now (`* ` prefix). */
+  checkRunning: boolean;
+  /** The last check's HTTP status, or null. */
+  checkCode: number | null;
+  /** The last check's duration in ms, or null. */
+  checkDuration: number | null;
+  /** `check_desc`, e.g. `Layer4 connection problem`. */
+  checkDesc: string;
+  /** `last_chk`, e.g. `Connection refused`. */
+  lastCheck: string;
+  /** The health counter (0 .. rise+fall-1), rise and fall; null without checks. */
+  checkHealth: number | null;
+  checkRise: number | null;
+  checkFall: number | null;
+}
+
+/** Splits one CSV line of `show stat` (HAProxy quotes fields holding a comma or a quote). */
+function csvFields(line: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quoted) {
+      if (c === '"' && line[i + 1] === '"') {
+        cur += '"';
+        i++;
+      } else if (c === '"') quoted = false;
+      else cur += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') {
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  out.push(cur);
+  return out;
+}
+
+/** The server rows (type 2) of `show stat`, by the names of its `# pxname,svname,...` header. */
+export function parseShowStat(text: string): StatServerRow[] {
+  const lines = text.split('\n');
+  const header = lines.find((l) => l.startsWith('# '));
+  if (!header) return [];
+  const cols = csvFields(header.slice(2));
+  const at = (f: string[], name: string) => {
+    const i = cols.indexOf(name);
+    return i === -1 ? '' : (f[i] ?? '');
+  };
+  const num = (v: string) => (v === '' || !/^-?\d+$/.test(v) ? null : Number(v));
+  const rows: StatServerRow[] = [];
+  for (const l of lines) {
+    if (l.startsWith('#') || l.trim() === '') continue;
+    const f = csvFields(l);
+    if (at(f, 'type') !== '2') continue;
+    const raw = at(f, 'check_status');
+    rows.push({
+      backend: at(f, 'pxname'),
+      server: at(f, 'svname'),
+      status: at(f, 'status'),
+      scur: num(at(f, 'scur')) ?? 0,
+      qcur: num(at(f, 'qcur')) ?? 0,
+      checkStatus: raw.replace(/^\* /, ''),
+      checkRunning: raw.startsWith('* '),
+      checkCode: num(at(f, 'check_code')),
+      checkDuration: num(at(f, 'check_duration')),
+      checkDesc: at(f, 'check_desc'),
+      lastCheck: at(f, 'last_chk'),
+      checkHealth: num(at(f, 'check_health')),
+      checkRise: num(at(f, 'check_rise')),
+      checkFall: num(at(f, 'check_fall')),
+    });
   }
   return rows;
 }
