@@ -417,3 +417,267 @@ DRIVERS.forEach((dc, i) => {
     });
   });
 });
+
+// ------------------------------------------------------------------ failures: health check, retry, drain
+
+/**
+ * The claims of the health-checks lesson, per driver, by capabilities: a replica crashed
+ * (BackendRuntime.crash: SIGKILL) or put in a fault (BackendRuntime.setFault) behind a steady
+ * request loop. Each scenario starts its own victim replicas; the shared replicas only ever answer
+ * normally. A driver that declares `activeHealthCheck` must emit `replica:health-changed` when its
+ * check takes a server out and when it puts it back: the ejection time is read from that event.
+ * Traefik's semantics (the embedded proxy): one failed probe ejects, one good probe re-adds;
+ * HAProxy's: `fall` consecutive failures `inter` apart eject, `rise` good ones re-add.
+ */
+let victimSeq = 0;
+
+/** A steady request loop on one client until stop(): every answer with when it was sent and came back. */
+function steadyLoop(c: ProbeClient) {
+  let running = true;
+  const answers: Array<{ status: number; servedBy: string | null; sentAt: number; doneAt: number; error?: string }> = [];
+  const waiters: Array<{ test: () => boolean; resolve: () => void }> = [];
+  const done = (async () => {
+    while (running) {
+      const sentAt = Date.now();
+      try {
+        const r = await c.get('/api/', { timeoutMs: 15_000 });
+        answers.push({ status: r.status, servedBy: r.servedBy, sentAt, doneAt: Date.now() });
+      } catch (err) {
+        answers.push({ status: 0, servedBy: null, sentAt, doneAt: Date.now(), error: (err as Error).message });
+      }
+      for (const w of waiters.filter((x) => x.test())) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  })();
+  return {
+    answers,
+    until(test: () => boolean): Promise<void> {
+      return test() ? Promise.resolve() : new Promise((resolve) => waiters.push({ test, resolve }));
+    },
+    async stop() {
+      running = false;
+      await done;
+    },
+  };
+}
+
+/** Resolves with `p`, or rejects with a sentence once `ms` have passed without it. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+DRIVERS.forEach((dc, i) => {
+  const avail = availability[i];
+  (avail.ok ? describe : describe.skip)(`ProxyDriver contract, failures: ${dc.name}`, () => {
+    let bus: EventBus;
+    let driver: ProxyDriver;
+    const clients: ProbeClient[] = [];
+    const victims: string[] = [];
+    let base: string;
+
+    function client(connection: 'reuse' | 'new' = 'reuse'): ProbeClient {
+      const c = new ProbeClient({ baseUrl: base, connection });
+      clients.push(c);
+      return c;
+    }
+
+    function needs(ctx: { skip: (note?: string) => void }, cap: keyof ProxyDriver['capabilities']): void {
+      if (!driver.capabilities[cap]) {
+        console.warn(`proxy-driver contract: ${dc.name}: skipped, capabilities.${cap} is false`);
+        ctx.skip(`${dc.name} does not declare ${cap}`);
+      }
+    }
+
+    /** A fresh web_dynamic replica for one scenario (optionally at a given address and name). */
+    async function victim(at?: { port: number; hostname: string }): Promise<ReplicaHandle> {
+      const hostname = at?.hostname ?? `web_dynamic-${20 + ++victimSeq}-dead`;
+      const h = await runtime.start(
+        { service: 'web_dynamic', hostname, ...(at ? { port: at.port } : {}) },
+        { onLog: () => {}, onExit: () => {} },
+      );
+      victims.push(hostname);
+      return h;
+    }
+
+    /** Health transitions the driver reports, and a way to await one. */
+    function healthEvents() {
+      const items: Array<{ hostname: string; healthy: boolean; at: number }> = [];
+      const waiters: Array<{ test: (e: (typeof items)[number]) => boolean; resolve: (e: (typeof items)[number]) => void }> = [];
+      const off = bus.on('replica:health-changed', (e) => {
+        items.push(e);
+        for (const w of waiters.filter((x) => x.test(e))) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(e);
+        }
+      });
+      return {
+        items,
+        off,
+        next(test: (e: (typeof items)[number]) => boolean, ms: number, what: string) {
+          const seen = items.find(test);
+          return seen ? Promise.resolve(seen) : within(new Promise<(typeof items)[number]>((resolve) => waiters.push({ test, resolve })), ms, what);
+        },
+      };
+    }
+
+    beforeAll(async () => {
+      bus = new EventBus();
+      driver = dc.create(bus, path.join(root, `${dc.name}-failures`));
+      base = `http://127.0.0.1:${await driver.start(configFor(first(2)))}`;
+    });
+
+    afterAll(async () => {
+      for (const c of clients.splice(0)) c.close();
+      await driver?.stop();
+      for (const h of victims) await runtime.stop(h, { signal: 'SIGKILL' });
+    });
+
+    it('crash with no health check: about 1 request in 3 fails (502/503) over 30 requests, for as long as the replica stays in the pool', async (ctx) => {
+      needs(ctx, 'roundRobin');
+      const v = await victim();
+      await driver.apply(configFor([...first(2), member(v)]));
+      const c = client('new');
+      const warm = [];
+      for (let k = 0; k < 3; k++) warm.push((await c.get('/api/')).servedBy);
+      expect(warm).toContain(v.hostname);
+      await runtime.crash(v.hostname);
+      const got: Array<{ status: number; servedBy: string | null }> = [];
+      const t0 = Date.now();
+      for (let k = 0; k < 30; k++) {
+        const r = await c.get('/api/', { timeoutMs: 15_000 });
+        got.push({ status: r.status, servedBy: r.servedBy });
+      }
+      const failed = got.filter((r) => r.status !== 200);
+      console.info(`proxy-driver contract: ${dc.name}: no health check, one of 3 replicas crashed: ${failed.length}/30 failed (${[...new Set(failed.map((f) => f.status))].join(', ')}) over ${Date.now() - t0} ms`);
+      expect(failed.length).toBeGreaterThanOrEqual(7);
+      expect(failed.length).toBeLessThanOrEqual(13);
+      for (const f of failed) expect([502, 503]).toContain(f.status);
+      for (const r of got.filter((x) => x.status === 200)) expect(first(2).map((m) => m.hostname)).toContain(r.servedBy);
+    });
+
+    it('crash with a health check (interval I): failures stop at the ejection, within I + timeout (+ (fall-1) x I where fall counts); back on its port, the replica is re-added', async (ctx) => {
+      needs(ctx, 'activeHealthCheck');
+      const I = 300;
+      const TIMEOUT = 200;
+      const FALL = 2;
+      const SLACK = 1500; // a loaded 2-core machine
+      const check = { healthCheck: true, healthCheckInterval: I, healthCheckTimeout: TIMEOUT, healthCheckFall: FALL, healthCheckRise: 1 } as const;
+      // Traefik (embedded) has no fall: one failed probe ejects. HAProxy waits for `fall` of them.
+      const fallWait = dc.name === 'haproxy' ? (FALL - 1) * I : 0;
+      const health = healthEvents();
+      try {
+        const v = await victim();
+        await driver.apply(configFor([...first(2), member(v)], check));
+        const loop = steadyLoop(client('reuse'));
+        await loop.until(() => loop.answers.some((a) => a.servedBy === v.hostname));
+        const crashAt = Date.now();
+        await runtime.crash(v.hostname);
+        const out = await health.next((e) => e.hostname === v.hostname && !e.healthy, I + TIMEOUT + fallWait + 10_000, `${v.hostname} ejected`);
+        await loop.until(() => loop.answers.filter((a) => a.sentAt > out.at + 250).length >= 20);
+
+        const failures = loop.answers.filter((a) => a.status !== 200);
+        const window = failures.length ? `${Math.min(...failures.map((f) => f.sentAt)) - crashAt}..${Math.max(...failures.map((f) => f.sentAt)) - crashAt} ms` : 'none';
+        console.info(`proxy-driver contract: ${dc.name}: check every ${I} ms, crash -> ejection ${out.at - crashAt} ms, ${failures.length} failed requests sent ${window} after the crash`);
+        expect(out.at - crashAt).toBeLessThanOrEqual(I + TIMEOUT + fallWait + SLACK);
+        for (const f of failures) {
+          expect([0, 502, 503]).toContain(f.status);
+          expect(f.sentAt).toBeGreaterThanOrEqual(crashAt);
+          // The last failure was sent before the ejection (a little slack for drivers that learn it from a log).
+          expect(f.sentAt).toBeLessThanOrEqual(out.at + 250);
+        }
+        // No lower bound on the failures: the crash may fall just before a probe (the no-check scenario shows them).
+        const after = loop.answers.filter((a) => a.sentAt > out.at + 250);
+        expect(after.every((a) => a.status === 200 && a.servedBy !== v.hostname)).toBe(true);
+
+        // The same replica back at the same address (a static server list, as Traefik's file provider):
+        // the check re-adds it without any apply().
+        await victim({ port: v.port, hostname: v.hostname });
+        const back = await health.next((e) => e.hostname === v.hostname && e.healthy && e.at > out.at, I + TIMEOUT + 10_000, `${v.hostname} re-added`);
+        await loop.until(() => loop.answers.some((a) => a.sentAt > back.at && a.servedBy === v.hostname));
+        await loop.stop();
+        expect(loop.answers.filter((a) => a.sentAt > back.at).every((a) => a.status === 200)).toBe(true);
+      } finally {
+        health.off();
+      }
+    });
+
+    it('retry hides a crashed replica completely (0 failures in 30 requests) but not one answering 500', async (ctx) => {
+      needs(ctx, 'retry');
+      const RETRY = { retry: true, retryAttempts: 3 } as const;
+      const v = await victim();
+      await driver.apply(configFor([...first(2), member(v)], RETRY));
+      const warm = client('new');
+      const seen = [];
+      for (let k = 0; k < 3; k++) seen.push((await warm.get('/api/')).servedBy);
+      expect(seen).toContain(v.hostname);
+      await runtime.crash(v.hostname);
+      const events = driver.capabilities.perRequestEvents ? collect(bus, 30, (r) => r.path === '/api/') : null;
+      const got: ProbeResponse[] = [];
+      for (const mode of ['reuse', 'new'] as const) {
+        const c = client(mode);
+        for (let k = 0; k < 15; k++) got.push(await c.get('/api/', { timeoutMs: 15_000 }));
+      }
+      expect(got.map((r) => r.status)).toEqual(Array(30).fill(200));
+      for (const r of got) expect(first(2).map((m) => m.hostname)).toContain(r.servedBy);
+      if (events) {
+        const ev = await events;
+        const retried = ev.filter((e) => e.retried);
+        console.info(`proxy-driver contract: ${dc.name}: retry hid a crashed replica: ${retried.length}/30 requests were retried`);
+        expect(retried.length).toBeGreaterThanOrEqual(5);
+        for (const e of retried) expect(first(2).map((m) => m.hostname)).toContain(e.replica);
+      }
+
+      // A replica that answers 500 is reached: its answers are not retried.
+      const e500 = await victim();
+      await runtime.setFault(e500.hostname, { mode: 'errors' });
+      await driver.apply(configFor([...first(2), member(e500)], RETRY));
+      const c = client('reuse');
+      const answers: ProbeResponse[] = [];
+      for (let k = 0; k < 12; k++) answers.push(await c.get('/api/'));
+      const errors = answers.filter((r) => r.status === 500);
+      expect(errors.length).toBeGreaterThanOrEqual(3);
+      expect(errors.length).toBeLessThanOrEqual(5);
+      for (const r of errors) expect(r.servedBy).toBe(e500.hostname);
+      await driver.apply(configFor(first(2)));
+    });
+
+    it('drain under load: requests in flight on the drained replica finish (200), none new reaches it, drained() resolves, then it leaves: zero failed requests', async () => {
+      const v = await victim();
+      await runtime.setFault(v.hostname, { mode: 'slow', ms: 2000 });
+      await driver.apply(configFor([...first(2), member(v)]));
+      const loops = [steadyLoop(client('reuse')), steadyLoop(client('new'))];
+      // Wait until a request is in flight on the slow replica (drained() answers false at once then).
+      await within(
+        (async () => {
+          while (await driver.drained(v.hostname, 0)) await new Promise((resolve) => setImmediate(resolve));
+        })(),
+        20_000,
+        `a request in flight on ${v.hostname}`,
+      );
+      await driver.apply(configFor([...first(2), { ...member(v), state: 'drain' }]));
+      const drainedFrom = Date.now();
+      expect(await driver.drained(v.hostname, 20_000)).toBe(true);
+      const drainedAt = Date.now();
+      // The replica leaves the pool and stops (a rolling redeploy's step); traffic goes on.
+      await driver.apply(configFor(first(2)));
+      await runtime.stop(v.hostname);
+      const n = loops.map((l) => l.answers.length);
+      await Promise.all(loops.map((l, k) => l.until(() => l.answers.length >= n[k] + 5)));
+      await Promise.all(loops.map((l) => l.stop()));
+
+      const all = loops.flatMap((l) => l.answers);
+      console.info(`proxy-driver contract: ${dc.name}: drain: ${all.length} requests, drained after ${drainedAt - drainedFrom} ms`);
+      expect(all.filter((a) => a.status !== 200)).toEqual([]);
+      // The request in flight when the drain began finished on the drained replica.
+      expect(all.some((a) => a.servedBy === v.hostname && a.sentAt < drainedFrom && a.doneAt >= drainedFrom)).toBe(true);
+      // No request sent after the drain reached it.
+      expect(all.filter((a) => a.sentAt > drainedFrom && a.servedBy === v.hostname)).toEqual([]);
+    });
+  });
+});

@@ -879,16 +879,17 @@ export class EmbeddedProxy implements ProxyDriver {
     });
     if (record.healthy === ok) return;
     record.healthy = ok;
-    this.#emitHealthChanged(record, ok ? 'health check passed' : `health check failed: ${error ?? 'error'}`);
+    // The same `at` as the probe that decided it.
+    this.#emitHealthChanged(record, ok ? 'health check passed' : `health check failed: ${error ?? 'error'}`, at);
   }
 
-  #emitHealthChanged(record: HealthRecord, reason: string): void {
+  #emitHealthChanged(record: HealthRecord, reason: string, at = Date.now()): void {
     this.#bus.emit('replica:health-changed', {
       service: record.service,
       hostname: record.name,
       port: record.port,
       pid: null,
-      at: Date.now(),
+      at,
       reason,
       healthy: record.healthy,
     });
