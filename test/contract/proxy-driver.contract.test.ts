@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EventBus, type RequestCompleted } from '../../lab/events.ts';
+import { EventBus, type HealthcheckProbed, type LabEventName, type LabEvents, type RequestCompleted } from '../../lab/events.ts';
 import { ProbeClient, type ProbeResponse } from '../../lab/probe-client.ts';
 import { buildProxyConfig, type PoolMember } from '../../lab/proxy/config.ts';
 import { EmbeddedProxy } from '../../lab/proxy/embedded/embedded-proxy.ts';
@@ -414,6 +414,142 @@ DRIVERS.forEach((dc, i) => {
       await Promise.all(loops);
       expect(failures).toEqual([]);
       expect(statuses.length).toBeGreaterThanOrEqual(35);
+    });
+  });
+});
+
+// ------------------------------------------------------------------ health check events, health kept across applies, sticky drain
+
+/**
+ * What a health check lets a lesson show, by capabilities: probe events for every server (about one
+ * per interval; failed ones for a killed replica), an ejected replica that stays out when another
+ * setting changes (HAProxy reloads for that: its server-state file keeps the server DOWN), and a
+ * drain that re-pins sticky clients. Each scenario starts its own replicas (`web_dynamic-4N-hx`).
+ */
+DRIVERS.forEach((dc, i) => {
+  const avail = availability[i];
+  (avail.ok ? describe : describe.skip)(`ProxyDriver contract, probes and drain: ${dc.name}`, () => {
+    let bus: EventBus;
+    let driver: ProxyDriver;
+    let base: string;
+    const clients: ProbeClient[] = [];
+    const started: string[] = [];
+    let seq = 0;
+    const I = 300;
+    const CHECK = { healthCheck: true, healthCheckInterval: I, healthCheckTimeout: 200, healthCheckFall: 2, healthCheckRise: 1 } as const;
+
+    function client(cookies = false): ProbeClient {
+      const c = new ProbeClient({ baseUrl: base, connection: 'reuse', cookies });
+      clients.push(c);
+      return c;
+    }
+
+    function skipUnless(ctx: { skip: (note?: string) => void }, cap: keyof ProxyDriver['capabilities']): void {
+      if (!driver.capabilities[cap]) {
+        console.warn(`proxy-driver contract: ${dc.name}: skipped, capabilities.${cap} is false`);
+        ctx.skip(`${dc.name} does not declare ${cap}`);
+      }
+    }
+
+    async function replica(): Promise<ReplicaHandle> {
+      const hostname = `web_dynamic-${40 + ++seq}-hx`;
+      const h = await runtime.start({ service: 'web_dynamic', hostname }, { onLog: () => {}, onExit: () => {} });
+      started.push(hostname);
+      return h;
+    }
+
+    /** The next event of `name` that `match`es, or a rejection saying what was awaited after `ms`. */
+    function nextEvent<K extends LabEventName>(name: K, match: (p: LabEvents[K]) => boolean, ms: number, what: string): Promise<LabEvents[K]> {
+      return new Promise((resolve, reject) => {
+        const off = bus.on(name, (p) => {
+          if (!match(p)) return;
+          clearTimeout(timer);
+          off();
+          resolve(p);
+        });
+        const timer = setTimeout(() => {
+          off();
+          reject(new Error(`${dc.name}: no ${what} within ${ms} ms`));
+        }, ms);
+      });
+    }
+
+    beforeAll(async () => {
+      bus = new EventBus();
+      driver = dc.create(bus, path.join(root, `${dc.name}-hx`));
+      base = `http://127.0.0.1:${await driver.start(configFor(first(2)))}`;
+    });
+
+    afterAll(async () => {
+      for (const c of clients.splice(0)) c.close();
+      const pids = dc.pids(driver);
+      await driver?.stop();
+      for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+      for (const h of started) await runtime.stop(h, { signal: 'SIGKILL' });
+    });
+
+    it('probe events: each server about once per interval (ok, 200); a killed replica\'s probes fail (no status), it is ejected and stays out when another setting changes', async (ctx) => {
+      skipUnless(ctx, 'activeHealthCheck');
+      const v = await replica();
+      const pool = [...first(2), member(v)];
+      const probes: HealthcheckProbed[] = [];
+      const off = bus.on('healthcheck:probed', (p) => probes.push(p));
+      try {
+        await driver.apply(configFor(pool, CHECK));
+        const of = (h: string) => probes.filter((p) => p.replica === h);
+        await nextEvent('healthcheck:probed', () => pool.every((x) => of(x.hostname).length >= 4), 20 * I + 10_000, 'four probes of each server');
+        for (const m of pool) {
+          const ps = of(m.hostname).slice(0, 4);
+          for (const p of ps) expect(p).toMatchObject({ service: 'web_dynamic', ok: true, status: 200 });
+          // About one per interval: never a flood, never a long silence (a loaded machine: slack).
+          for (let k = 1; k < ps.length; k++) {
+            expect(ps[k].at - ps[k - 1].at).toBeGreaterThanOrEqual(I / 2);
+            expect(ps[k].at - ps[k - 1].at).toBeLessThanOrEqual(3 * I + 1500);
+          }
+        }
+
+        const killedAt = Date.now();
+        const out = nextEvent('replica:health-changed', (h) => h.hostname === v.hostname && !h.healthy, 10 * I + 10_000, `${v.hostname} ejected`);
+        const failed = nextEvent('healthcheck:probed', (p) => p.replica === v.hostname && !p.ok, 10 * I + 10_000, `a failed probe of ${v.hostname}`);
+        await runtime.stop(v.hostname, { signal: 'SIGKILL' });
+        const f = await failed;
+        expect(f).toMatchObject({ status: null });
+        expect(f.error).toMatch(/ECONNREFUSED|refused/i);
+        const down = await out;
+        console.info(`proxy-driver contract: ${dc.name}: probes every ${I} ms; killed replica ejected after ${down.at - killedAt} ms`);
+
+        // Another setting changes (sticky on: HAProxy reloads): the ejected replica stays out.
+        const backIn = bus.once('replica:health-changed', (h) => h.hostname === v.hostname && h.healthy);
+        let cameBack = false;
+        void backIn.then(() => (cameBack = true));
+        await driver.apply(configFor(pool, { ...CHECK, sticky: true }));
+        const res: ProbeResponse[] = [];
+        const c = client();
+        for (let k = 0; k < 12; k++) res.push(await c.get('/api/'));
+        expect(res.map((r) => r.status)).toEqual(Array(12).fill(200));
+        expect(res.map((r) => r.servedBy)).not.toContain(v.hostname);
+        expect(cameBack).toBe(false);
+      } finally {
+        off();
+        await driver.apply(configFor(first(2)));
+      }
+    });
+
+    it('drain with a sticky cookie: the pinned client is re-pinned elsewhere and its cookie rewritten; drained() resolves', async (ctx) => {
+      skipUnless(ctx, 'stickyCookie');
+      const STICKY = { sticky: true, stickyCookie: 'lab_sticky' } as const;
+      await driver.apply(configFor(first(3), STICKY));
+      const c = client(true);
+      const pinned = (await c.get('/api/')).servedBy!;
+      for (let k = 0; k < 3; k++) expect((await c.get('/api/')).servedBy).toBe(pinned);
+      await driver.apply(configFor(first(3).map((m) => (m.hostname === pinned ? { ...m, state: 'drain' as const } : m)), STICKY));
+      const moved = await c.get('/api/');
+      expect(moved.status).toBe(200);
+      expect(moved.servedBy).not.toBe(pinned);
+      expect(moved.headers['set-cookie']?.[0]).toMatch(/^lab_sticky=/);
+      for (let k = 0; k < 3; k++) expect((await c.get('/api/')).servedBy).toBe(moved.servedBy);
+      expect(await driver.drained(pinned, 10_000)).toBe(true);
+      await driver.apply(configFor(first(2)));
     });
   });
 });
