@@ -215,6 +215,8 @@ test('sticky sessions: login lost behind round-robin, sticky cookie, delete, kil
   expect(movedC).toBeLessThanOrEqual(45);
   expect(movedM).toBeGreaterThanOrEqual(55);
   await expect(hash.getByTestId('hash-explain')).toContainText(`moved ${movedC} of 100 ids under consistent hashing and ${movedM} under map-based`);
+  // The 200 requests of the experiment did not push session_php's last Set-Cookie out of the inspector.
+  await expect(proxySetCookie(page, 'session_php')).toHaveCount(1);
   // Now an API client without cookies but with X-Session-ID stays on one replica; without the header it does not.
   const hashed = page.locator('[data-testid=api-burst][data-path="/api/"]');
   await runBurst(hashed);
