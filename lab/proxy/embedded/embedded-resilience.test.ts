@@ -580,3 +580,27 @@ describe('EmbeddedProxy: drain', () => {
     expect((await h.client().get('/')).status).toBe(503);
   });
 });
+
+describe('EmbeddedProxy.render: health check, retry and drain as Traefik reads them', () => {
+  it('healthCheck {path, interval, timeout} on the service, a retry middleware on its routers, a draining server left out, with notes', () => {
+    const members: PoolMember[] = [
+      { hostname: 'a', host: '127.0.0.1', port: 4001 },
+      { hostname: 'b', host: '127.0.0.1', port: 4002, state: 'drain' },
+    ];
+    const topology = Topology.parse({
+      services: { web_dynamic: { replicas: 2 } },
+      routes: [{ service: 'web_dynamic', pathPrefix: '/api/', stripPrefix: true }],
+      proxy: { ...CHECK, healthCheckInterval: 3000, healthCheckPath: '/app/health', retry: true, retryAttempts: 4 },
+    });
+    const text = new EmbeddedProxy({ bus: new EventBus() }).render(buildProxyConfig(topology, new Map([['web_dynamic', members]]), entrypoint));
+    const doc = JSON.parse(text.split('\n').filter((l) => !l.startsWith('#')).join('\n'));
+    expect(doc.http.services.web_dynamic.loadBalancer).toMatchObject({
+      servers: [{ url: 'http://127.0.0.1:4001', weight: 1 }],
+      healthCheck: { path: '/app/health', interval: '3s', timeout: '150ms' },
+    });
+    expect(doc.http.middlewares['web_dynamic-retry']).toEqual({ retry: { attempts: 4 } });
+    expect(doc.http.routers.web_dynamic.middlewares).toEqual(['web_dynamic-retry', 'web_dynamic-stripprefix']);
+    expect(text).toMatch(/^# web_dynamic: draining b \(http:\/\/127\.0\.0\.1:4002\): Traefik has no drain state/m);
+    expect(text).toMatch(/^# web_dynamic: health check fall=3 rise=3 not rendered: Traefik has no fall\/rise/m);
+  });
+});
