@@ -16,10 +16,28 @@
  *   (Runtime API commands it sent, reloads) is `log:line` stream `stdout`. There are no
  *   connection events: HAProxy does not report single TCP connections.
  * - runtimeCommand(): the lesson console, an allow-list of Runtime API commands (runtime-api.ts).
+ * - health checks (render.ts: `option httpchk`, `check inter .. fall .. rise ..`, `option
+ *   log-health-checks`): HAProxy logs a probe only when it moves a server's health counter (from the
+ *   first failure to DOWN, from the first success to UP). Those lines become exact
+ *   `healthcheck:probed` events; while a server's health is steady (fully UP, or DOWN) the driver
+ *   reads `show stat` every interval and emits HAProxy's last result (check_status, check_code,
+ *   check_duration) once per interval + probe duration: one event per probe on average, stamped
+ *   when read (up to an interval late), never a probe HAProxy did not run. `replica:health-changed`
+ *   comes from HAProxy's `Server <b>/<s> is DOWN|UP` lines (the same poll catches a missed one);
+ *   reasons and errors use the embedded proxy's words (`health check failed: ECONNREFUSED`,
+ *   `timeout`, `status 503`, `health check passed`, `health check off`).
+ * - drain (`server.state`): `set server .. state drain|ready` through the Runtime API (plus the
+ *   drain ACL of a sticky backend, so sticky clients are re-pinned); before every reload the
+ *   driver writes the server-state file from `show servers state`, so drained servers stay drained
+ *   and servers that checks took out stay DOWN in the new worker (server-state.ts). drained() reads
+ *   `show stat` (scur + qcur).
  *
  * Differences from the embedded proxy worth knowing in a lesson: a dead server gives HAProxy's
  * `503 Service Unavailable` (termination state SC) where Traefik answers 502; a service with no
- * server is also 503, as an HTML page; round-robin restarts from the first server after a reload.
+ * server is also 503, as an HTML page; round-robin restarts from the first server after a reload;
+ * a check ejects after `fall` failed probes and re-adds after `rise` good ones (Traefik: one and
+ * one), except that a server HAProxy has just started (a new server, or after a reload without an
+ * earlier state) is "up, but will fall down at first failure" until its first good probe.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -802,6 +820,8 @@ export class HaproxyDriver implements ProxyDriver {
       fs.rmSync(this.#socketPath, { force: true });
       fs.rmSync(this.#nextPath, { force: true });
       fs.rmSync(path.join(this.#workDir, STATE_FILE), { force: true });
+      fs.rmSync(r.model.stateFile, { force: true });
+      for (const b of r.model.backends) if (b.drainAcl) fs.rmSync(b.drainAcl, { force: true });
     } finally {
       this.#stopping = false;
     }
