@@ -97,5 +97,6 @@ test('round-robin lesson, weights and least-connections, on the embedded proxy a
   await check('haproxy', heavy, others, widget, algorithm);
   await expect(selector.getByTestId('stats-link')).toBeVisible();
   await page.locator('section.api-burst').screenshot({ path: 'test-results/weights-burst-haproxy.png' });
+  await page.screenshot({ path: 'test-results/round-robin-lesson-haproxy.png', fullPage: true });
   await selector.screenshot({ path: 'test-results/weights-proxy-selector.png' });
 });
