@@ -457,7 +457,7 @@ export class Lab {
       { service: replica.service, hostname: replica.hostname, ...(port ? { port } : {}) },
       this.#hooks(replica),
     );
-    replica.state = 'running';
+    this.#joinPool(replica);
     replica.startedAt = Date.now();
     await this.#applyProxy();
     this.#o.bus.emit('replica:started', this.#event(replica));
@@ -614,7 +614,7 @@ export class Lab {
       throw err;
     }
     if (replica.state !== 'starting') return; // removed while starting
-    replica.state = 'running';
+    this.#joinPool(replica);
     await this.#applyProxy();
     this.#o.bus.emit('replica:started', this.#event(replica));
   }
@@ -626,6 +626,11 @@ export class Lab {
         if (!info.expected) replica.crash = this.#crashed(replica, info);
       },
     };
+  }
+
+  /** Marks a replica running: in the pool from the next apply, in start order (the order status lists). */
+  #joinPool(replica: Replica): void {
+    replica.state = 'running';
   }
 
   /** Waits until the exit of a replica crashed on purpose has been handled. */

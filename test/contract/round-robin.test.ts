@@ -72,6 +72,10 @@ describe('round-robin through the embedded proxy', () => {
     expect(new Set(cycle).size).toBe(3);
     expect(hosts).toEqual([...cycle, ...cycle, ...cycle]);
     expect(new Set(cycle)).toEqual(new Set(dynamicHosts()));
+    // ...and in the order the lab lists them (its pool order), starting wherever the rotation stood.
+    const listed = dynamicHosts();
+    const start = listed.indexOf(cycle[0]);
+    expect(cycle).toEqual([...listed.slice(start), ...listed.slice(0, start)]);
   });
 
   it('the proxy reuses its pooled backend connections: one per replica across those requests', async () => {
@@ -115,6 +119,9 @@ describe('round-robin through the embedded proxy', () => {
     const { hosts } = await fetchHosts(10);
     expect(new Set(hosts)).toEqual(new Set(dynamicHosts()));
     expect(hosts.slice(5)).toEqual(hosts.slice(0, 5));
+    const listed = dynamicHosts();
+    const start = listed.indexOf(hosts[0]);
+    expect(hosts.slice(0, 5)).toEqual([...listed.slice(start), ...listed.slice(0, start)]);
   });
 
   it('a killed replica leaves the pool: no request reaches it, none fails', async () => {

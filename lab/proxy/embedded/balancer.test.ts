@@ -43,12 +43,13 @@ describe('weighted round-robin (Traefik wrr, earliest deadline first)', () => {
     expect(new ServiceBalancer(rr, []).pick()).toBeNull();
   });
 
-  it('carries the schedule over a rebuild: kept servers keep their place, a new one joins at the current deadline', () => {
+  it('a rebuild with the same servers keeps its place; new servers restart the rotation in pool order (as Traefik rebuilds)', () => {
     const first = new ServiceBalancer(rr, servers({ a: 1, b: 1, c: 1 }));
     expect(picks(first, 4)).toEqual(['a', 'b', 'c', 'a']);
+    const same = new ServiceBalancer(rr, servers({ a: 1, b: 1, c: 1 }), first);
+    expect(picks(same, 3)).toEqual(['b', 'c', 'a']);
     const withD = [...servers({ a: 1, b: 1, c: 1 }), { name: 'd', url: 'http://127.0.0.1:4999', weight: 1, data: 'd' }];
-    // a was rescheduled at deadline 3 before d joined at 2 + 1 = 3: a goes first.
-    expect(picks(new ServiceBalancer(rr, withD, first), 8)).toEqual(['b', 'c', 'a', 'd', 'b', 'c', 'a', 'd']);
+    expect(picks(new ServiceBalancer(rr, withD, same), 8)).toEqual(['a', 'b', 'c', 'd', 'a', 'b', 'c', 'd']);
   });
 
   it('rejects weights outside 0..256', () => {

@@ -147,10 +147,16 @@ export function setCookieHeader(cookie: StickyCookie, value: string): string {
   return s;
 }
 
+/** True when two server lists have the same servers (name, url, weight) in the same order. */
+function sameServers<T>(a: ReadonlyArray<BalancedServer<T>>, b: ReadonlyArray<BalancedServer<T>>): boolean {
+  return a.length === b.length && a.every((s, i) => s.name === b[i].name && s.url === b[i].url && s.weight === b[i].weight);
+}
+
 /**
  * The balancer of one service. Build a new one on every configuration change, passing the previous
- * one so the weighted round-robin schedule carries over (servers still present keep their place;
- * new ones join at the current deadline).
+ * one: when the servers (and weights) are unchanged the weighted round-robin schedule carries over;
+ * otherwise it starts again at the first server in pool order, as Traefik's does when it builds
+ * the service anew from a new dynamic configuration.
  */
 export class ServiceBalancer<T> {
   readonly algorithm: ProxyService['loadBalancer']['algorithm'];
@@ -187,6 +193,11 @@ export class ServiceBalancer<T> {
     this.sticky = lb.sticky?.cookie ?? null;
     this.hash = lb.algorithm === 'hash' ? (lb.hash ?? null) : null;
     this.servers = servers.filter((s) => s.weight > 0);
+    // Traefik builds a new wrr balancer from each new configuration, so a change of servers or
+    // weights restarts the schedule at the first server in pool order; an unchanged server list
+    // (say, only the sticky cookie changed) keeps its place.
+    const same = previous != null && sameServers(previous.servers, this.servers);
+    if (!same) previous = null;
     this.#curDeadline = previous ? previous.#curDeadline : 0;
     this.#seq = previous ? previous.#seq : 0;
     const old = new Map((previous ? previous.#slots : []).map((slot) => [`${slot.server.name} ${slot.server.url}`, slot]));
