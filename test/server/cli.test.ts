@@ -78,6 +78,38 @@ describe('npm run lab --', () => {
     expect(noSuch.stderr).toMatch(/No replica named "web_dynamic-9"/);
   });
 
+  it('set, weight, fault and proxy act on the lab; bad values are refused with a sentence', async () => {
+    const set = await cli(['set', 'sticky=on', 'web_dynamic.algorithm=least-connections']);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toContain('Applied: sticky=on web_dynamic.algorithm=least-connections.');
+    expect(lab.lab.status().topology.proxy.sticky).toBe(true);
+    const status = await cli(['status']);
+    expect(status.stdout).toMatch(/sticky on/);
+    expect(status.stdout).toMatch(/\[algorithm=least-connections\]/);
+    const bad = await cli(['set', 'sticky=maybe']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/refused \(400\): sticky: sticky must be on or off/);
+
+    const host = lab.lab.status().services.find((s) => s.name === 'web_dynamic')!.instances[0].hostname;
+    const w = await cli(['weight', `${host}=3`]);
+    expect(w.code, w.stderr).toBe(0);
+    expect(w.stdout).toContain(`Weight of ${host} is now 3.`);
+    expect((await cli(['weight', `${host}=300`])).stderr).toMatch(/weight must be at most 256/);
+
+    const f = await cli(['fault', host, 'slow=150']);
+    expect(f.code, f.stderr).toBe(0);
+    expect(f.stdout).toContain(`${host} is now slow 150 ms.`);
+    expect((await cli(['fault', host, 'explode'])).code).toBe(2);
+    expect((await cli(['fault', host, 'healthy'])).code).toBe(0);
+
+    const engine = await cli(['proxy', 'nginx']);
+    expect(engine.code).toBe(1);
+    expect(engine.stderr).toMatch(/proxy must be one of: embedded, haproxy, traefik/);
+    const console_ = await cli(['runtime', 'show', 'stat']);
+    expect(console_.code).toBe(1);
+    expect(console_.stderr).toMatch(/no Runtime API; switch to haproxy/);
+  });
+
   it('reset restores the default topology', async () => {
     const r = await cli(['reset']);
     expect(r.code, r.stderr).toBe(0);
