@@ -589,8 +589,9 @@ export class EmbeddedProxy implements ProxyDriver {
 
   /**
    * Replaces routers, pools and balancing settings (algorithm, weights, sticky cookie, hashing) live.
-   * Requests in flight finish on the server they were sent to. The weighted round-robin schedule
-   * carries over: servers still present keep their place, new ones join at the current deadline.
+   * Requests in flight finish on the server they were sent to. A change of a service's servers or
+   * weights restarts its round-robin at the first server in pool order (Traefik builds the service
+   * anew); an unchanged server list keeps its place.
    * A sticky cookie naming a server that left the pool is re-pinned (and rewritten) on its next
    * request. Servers no longer in any pool are retired: their idle pooled connections close now
    * (`connection:closed`, reason `pool removed`), busy ones when their request completes.
