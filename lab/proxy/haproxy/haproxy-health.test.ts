@@ -24,7 +24,7 @@ interface Backend {
   name: string;
   port: number;
   server: http.Server | null;
-  mode: 'ok' | '500';
+  mode: 'ok' | '500' | 'hang';
   held: Array<() => void>;
   onHeld: (() => void) | null;
 }
@@ -37,6 +37,7 @@ function listen(b: Backend, port = 0): Promise<void> {
       b.onHeld?.();
       return;
     }
+    if (b.mode === 'hang' && req.url === '/health') return; // accepted, never answered
     if (b.mode === '500' && req.url !== '/health') res.statusCode = 500;
     res.end(JSON.stringify({ name: b.name }));
   });
@@ -209,7 +210,8 @@ describe.skipIf(!haproxy.ok)('HaproxyDriver: health checks, retry, drain', () =>
     const pids = [driver?.pid, driver?.workerPid].filter((p): p is number => typeof p === 'number');
     await driver?.stop();
     for (const pid of pids) expect(alive(pid)).toBe(false);
-    if (cfg) expect(fs.existsSync(path.join(path.dirname(cfg), 'haproxy.sock'))).toBe(false);
+    // Nothing of the run is left in its work directory but haproxy.cfg.
+    if (cfg) expect(fs.readdirSync(path.dirname(cfg))).toEqual(['haproxy.cfg']);
     for (const b of servers.splice(0)) if (b.server) await kill(b);
   });
 
@@ -286,6 +288,31 @@ describe.skipIf(!haproxy.ok)('HaproxyDriver: health checks, retry, drain', () =>
       expect(changes.filter((h) => h.hostname === 'victim').map((h) => h.healthy)).toEqual([false, true]);
     },
   );
+
+  it('a server whose /health hangs: probes time out (error `timeout`), it is ejected after fall x (inter + timeout) or so', async () => {
+    const [b1, slow] = [await make('b1'), await make('hangs')];
+    await started(config([b1, slow], { healthCheck: HC }));
+    await next('healthcheck:probed', (p) => p.replica === 'hangs' && p.ok);
+    const t0 = Date.now();
+    slow.mode = 'hang';
+    const down = await next('replica:health-changed', (h) => h.hostname === 'hangs' && !h.healthy);
+    const bound = HC.fall * (HC.intervalMs + HC.timeoutMs) + 1500;
+    console.info(`haproxy health: /health hanging, ejected ${down.at - t0} ms later (bound ${bound} ms)`);
+    expect(down.at - t0).toBeLessThanOrEqual(bound);
+    // At least one probe timed out before (the first one may have been in flight when the fault began).
+    expect(down.at - t0).toBeGreaterThanOrEqual(HC.timeoutMs);
+    expect(down.reason).toBe('health check failed: timeout');
+    const timedOut = probes.filter((p) => p.replica === 'hangs' && !p.ok);
+    expect(timedOut.length).toBeGreaterThanOrEqual(HC.fall);
+    for (const p of timedOut) {
+      expect(p).toMatchObject({ error: 'timeout', status: null });
+      expect(p.ms).toBeGreaterThanOrEqual(HC.timeoutMs - 10);
+    }
+    // DOWN and steady, it is still probed (each probe lasts the timeout): sampled events keep coming.
+    const later = await next('healthcheck:probed', (p) => p.replica === 'hangs' && p.at > down.at + 50);
+    expect(later).toMatchObject({ ok: false, error: 'timeout' });
+    expect((await gets(client(), 4)).map((r) => r.servedBy)).toEqual(['b1', 'b1', 'b1', 'b1']);
+  });
 
   it('a server DOWN by health checks stays DOWN across a reload (server-state file): no request fails after it', async () => {
     const [b1, victim] = [await make('b1'), await make('victim')];
