@@ -10,6 +10,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { test as base, expect } from '@playwright/test';
+import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
+import { ProcessRuntime } from '../../lab/runtime/process-runtime.ts';
 import type { LabStatus } from '../../server/protocol.ts';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -133,7 +135,12 @@ export const test = base.extend<{ lab: RunningLab }>({
             }
           }
         }
+        // Anything the lab started and did not stop (an HAProxy, a replica) is swept and counted.
+        const sweptProxies = await HaproxyDriver.sweep(stateDir);
+        const sweptReplicas = await new ProcessRuntime({ sessionId: 'e2e-teardown', stateDir }).sweep();
         rmSync(stateDir, { recursive: true, force: true });
+        expect(sweptProxies, 'no HAProxy of the lab should remain after it stopped').toBe(0);
+        expect(sweptReplicas, 'no replica of the lab should remain after it stopped').toBe(0);
         expect(code, `the lab should exit after SIGTERM\n${lab.output()}`).not.toBe('timeout');
         expect(code, `the lab should exit cleanly after SIGTERM\n${lab.output()}`).toBe(0);
         expect(groupGone, 'no process of the lab’s process group should remain').toBe(true);
