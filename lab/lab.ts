@@ -155,9 +155,11 @@ export class Lab {
     this.#stopping = true;
     await this.#queue.catch(() => undefined);
     for (const off of this.#unsubscribe.splice(0)) off();
-    await this.#proxy.stop();
-    await this.#o.runtime.stopAll();
+    // Both, even if one fails: a proxy that cannot stop cleanly must not leave replicas behind.
+    const results = await Promise.allSettled([this.#proxy.stop(), this.#o.runtime.stopAll()]);
     this.#replicas.clear();
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /**
