@@ -80,3 +80,28 @@ describe('health check, retry and discovery settings', () => {
     expect(() => parseSetting(text)).toThrow(message);
   });
 });
+
+describe('connection settings', () => {
+  it('parses timeouts, vip, reuse and dnsrr', () => {
+    const t = applySettings(defaultTopology(), [
+      parseSetting('timeouts.clientIdle=10000'),
+      parseSetting('timeouts.backendKeepAlive=30000'),
+      parseSetting('web_dynamic.vip=on'),
+      parseSetting('reuse=off'),
+    ]);
+    expect(t.proxy.clientIdle).toBe(10_000);
+    expect(balancerOf(t, 'web_static').backendKeepAlive).toBe(30_000);
+    expect(balancerOf(t, 'web_dynamic')).toMatchObject({ vip: true, reuse: false, dnsrr: false });
+    expect(balancerOf(t, 'web_static').vip).toBe(false);
+    expect(parseSetting('timeouts.backendKeepAlive=default').value).toBeUndefined();
+  });
+
+  it.each([
+    ['timeouts.clientIdle=50', /timeouts.clientIdle must be at least 100 ms/],
+    ['web_dynamic.timeouts.clientIdle=1000', /setting of the proxy's entrypoint/],
+    ['timeouts.backendKeepAlive=1000000', /at most 900000 ms/],
+    ['vip=yes', /vip must be on or off/],
+  ])('refuses %j', (text, message) => {
+    expect(() => parseSetting(text)).toThrow(message);
+  });
+});

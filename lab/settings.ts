@@ -14,6 +14,7 @@ import {
   HealthInterval,
   HealthPath,
   HealthTimeout,
+  KeepAliveMs,
   RetryAttempts,
   ServiceName,
   type Balancer,
@@ -35,11 +36,21 @@ const SETTINGS = {
   'healthcheck.rise': 'healthCheckRise',
   retry: 'retry',
   'retry.attempts': 'retryAttempts',
+  vip: 'vip',
+  reuse: 'reuse',
+  dnsrr: 'dnsrr',
+  'timeouts.backendKeepAlive': 'backendKeepAlive',
 } as const satisfies Record<string, keyof Balancer>;
 export type SettingName = keyof typeof SETTINGS;
 /** Settings of the whole topology rather than of a service's balancer. */
 const TOPOLOGY_SETTINGS = { discovery: Discovery } as const;
-export const SETTING_NAMES = [...(Object.keys(SETTINGS) as SettingName[]), ...(Object.keys(TOPOLOGY_SETTINGS) as Array<keyof typeof TOPOLOGY_SETTINGS>)];
+/** Settings of the proxy's entrypoint (not per service). */
+const ENTRYPOINT_SETTINGS = { 'timeouts.clientIdle': 'clientIdle' } as const;
+export const SETTING_NAMES = [
+  ...(Object.keys(SETTINGS) as SettingName[]),
+  ...(Object.keys(ENTRYPOINT_SETTINGS) as Array<keyof typeof ENTRYPOINT_SETTINGS>),
+  ...(Object.keys(TOPOLOGY_SETTINGS) as Array<keyof typeof TOPOLOGY_SETTINGS>),
+];
 
 const OnOff = (name: string) =>
   z.enum(['on', 'off', 'true', 'false'], { error: `${name} must be on or off` }).transform((v) => v === 'on' || v === 'true');
@@ -67,13 +78,17 @@ const VALUE: Record<SettingName, z.ZodType<unknown>> = {
   'healthcheck.rise': Int('healthcheck.rise', FallRise('healthcheck.rise')),
   retry: OnOff('retry'),
   'retry.attempts': Int('retry.attempts', RetryAttempts),
+  vip: OnOff('vip'),
+  reuse: OnOff('reuse'),
+  dnsrr: OnOff('dnsrr'),
+  'timeouts.backendKeepAlive': z.union([z.literal('default').transform(() => undefined), Int('timeouts.backendKeepAlive', KeepAliveMs('timeouts.backendKeepAlive'))]),
 };
 
 /** One validated change: a Balancer field for every service (service undefined) or for one. */
 export interface SettingChange {
   service?: ServiceName;
-  /** A Balancer field, or `discovery` (a topology-wide setting). */
-  field: keyof Balancer | 'discovery';
+  /** A Balancer field, `clientIdle` (the proxy's entrypoint) or `discovery` (topology-wide). */
+  field: keyof Balancer | 'discovery' | 'clientIdle';
   /** undefined clears the value (only for stickyCookie). */
   value: Balancer[keyof Balancer] | Discovery | undefined;
   /** The text the user typed, for messages. */
@@ -105,6 +120,12 @@ export function parseSetting(text: string): SettingChange {
       name = key.slice(dot + 1);
     }
   }
+  if (name in ENTRYPOINT_SETTINGS) {
+    if (service) throw new SettingError(`${name} is a setting of the proxy's entrypoint, not of one service: use ${name}=<ms>.`);
+    const parsed = Int(name, KeepAliveMs(name)).safeParse(raw);
+    if (!parsed.success) throw new SettingError(`${name}: ${parsed.error.issues[0]?.message ?? 'invalid value'} (got "${raw.slice(0, 40)}").`);
+    return { field: 'clientIdle', value: parsed.data, text };
+  }
   if (name in TOPOLOGY_SETTINGS) {
     if (service) throw new SettingError(`${name} applies to the whole lab, not one service: use ${name}=<value>.`);
     const parsed = TOPOLOGY_SETTINGS[name as keyof typeof TOPOLOGY_SETTINGS].safeParse(raw);
@@ -130,6 +151,8 @@ export function applySettings(topology: Topology, changes: readonly SettingChang
   for (const c of changes) {
     if (c.field === 'discovery') {
       next.discovery = c.value as Discovery;
+    } else if (c.field === 'clientIdle') {
+      next.proxy.clientIdle = c.value as number;
     } else if (c.service) {
       const spec = next.services[c.service];
       if (!spec) continue;

@@ -85,6 +85,14 @@ export const RetryAttempts = z
   .min(1, 'retry.attempts must be at least 1')
   .max(5, 'retry.attempts must be at most 5');
 
+/** A keep-alive or idle timeout in ms: 100 ms .. 15 min. */
+export const KeepAliveMs = (name: string) =>
+  z
+    .number({ error: `${name} must be a number of ms` })
+    .int(`${name} must be whole ms`)
+    .min(100, `${name} must be at least 100 ms`)
+    .max(900_000, `${name} must be at most 900000 ms`);
+
 export const HashType = z.enum(['consistent', 'map-based'], { error: 'hash.type must be consistent or map-based' });
 
 /**
@@ -111,6 +119,17 @@ export const Balancer = z.object({
   /** Retry on connection failure on another server (see Retry in lab/seams.ts). */
   retry: z.boolean().default(false),
   retryAttempts: RetryAttempts.default(3),
+  /**
+   * Reach the service through a VIP: one virtual address in front of its replicas that picks a
+   * replica per TCP connection, as Docker Swarm's IPVS VIP does (lab/vip.ts).
+   */
+  vip: z.boolean().default(false),
+  /** Reuse keep-alive connections to the servers (off: Traefik maxIdleConnsPerHost=-1, HAProxy option http-server-close). */
+  reuse: z.boolean().default(true),
+  /** With a VIP in front: resolve the service name to every task address (Swarm endpoint_mode dnsrr) instead of the VIP. */
+  dnsrr: z.boolean().default(false),
+  /** Keep-alive timeout of the service's replicas (ms; e.g. Kestrel's 30 s); absent = each backend's own default. */
+  backendKeepAlive: KeepAliveMs('timeouts.backendKeepAlive').optional(),
 });
 export type Balancer = z.infer<typeof Balancer>;
 
@@ -129,6 +148,10 @@ export const BalancerOverrides = z.object({
   healthCheckRise: FallRise('healthcheck.rise').optional(),
   retry: z.boolean().optional(),
   retryAttempts: RetryAttempts.optional(),
+  vip: z.boolean().optional(),
+  reuse: z.boolean().optional(),
+  dnsrr: z.boolean().optional(),
+  backendKeepAlive: KeepAliveMs('timeouts.backendKeepAlive').optional(),
 });
 
 export const DRIVER_NAMES = ['embedded', 'haproxy', 'traefik'] as const;
@@ -137,6 +160,11 @@ export type DriverName = z.infer<typeof DriverName>;
 
 export const ProxySettings = Balancer.extend({
   driver: DriverName.default('embedded'),
+  /**
+   * How long the proxy keeps an idle client keep-alive connection open (ms): Traefik's entrypoint
+   * `transport.respondingTimeouts.idleTimeout` (default 180 s), HAProxy `timeout http-keep-alive`.
+   */
+  clientIdle: KeepAliveMs('timeouts.clientIdle').default(180_000),
 });
 export type ProxySettings = z.infer<typeof ProxySettings>;
 
