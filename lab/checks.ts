@@ -109,7 +109,7 @@ const redeployLosesNothing: LessonCheck = {
   async run({ status }) {
     const last = status.lastRedeploy;
     if (!last) return { ok: false, message: 'No rolling redeploy has finished yet: start a load, then redeploy.' };
-    if (last.requests < 10) return { ok: false, message: `Only ${last.requests} requests reached ${last.service} during the redeploy: run it under load.` };
+    if (last.requests < 5) return { ok: false, message: `Only ${last.requests} requests reached ${last.service} during the redeploy: run it under load.` };
     if (last.failed > 0) return { ok: false, message: `${last.failed} of ${last.requests} requests failed during the ${last.strategy} redeploy of ${last.service}.` };
     return { ok: true, message: `${last.requests} requests, none failed, during the ${last.strategy} redeploy of ${last.service}.` };
   },

@@ -88,7 +88,7 @@ describe.each(engines)('lesson 03-health-checks on %s', (engine) => {
 describe.each(engines)('lesson 04-rolling-redeploy on %s', (engine) => {
   async function redeployUnderLoad(strategy: 'naive' | 'drain') {
     const port = lab.lab.status().proxy.port;
-    const run = new LoadRun(LoadRequest.parse({ rate: 30, seconds: 60, path: '/app/helloParams?name=lab' }), `http://127.0.0.1:${port}`, lab.bus);
+    const run = new LoadRun(LoadRequest.parse({ rate: 100, seconds: 60, path: '/app/helloParams?name=lab' }), `http://127.0.0.1:${port}`, lab.bus);
     try {
       await lab.lab.redeploy('spring_app', strategy);
     } finally {
