@@ -98,7 +98,12 @@ export interface BackendRuntime {
  * https://doc.traefik.io/traefik/routing/overview/
  */
 export interface ProxyConfig {
-  entrypoint: { name: string; host: string; port: number };
+  /**
+   * Where the proxy listens. `idleTimeoutMs`: how long an idle keep-alive client connection stays
+   * open (Traefik `entryPoints.<name>.transport.respondingTimeouts.idleTimeout`, default 180 s;
+   * HAProxy `timeout http-keep-alive` and `timeout client`); absent = the driver's default (180 s).
+   */
+  entrypoint: { name: string; host: string; port: number; idleTimeoutMs?: number };
   /** Ordered by priority, highest first (the order the proxy tries them). */
   routers: ProxyRouter[];
   services: ProxyService[];
@@ -167,6 +172,20 @@ export interface ProxyService {
     healthCheck?: HealthCheck;
     /** Present when retry on connection failure is on. */
     retry?: Retry;
+    /**
+     * Reuse of keep-alive connections to the servers; absent = on. `false`: a new server connection
+     * per request, closed after the answer (Traefik `serversTransport.maxIdleConnsPerHost: -1`, Go
+     * then sends `Connection: close`; HAProxy `option http-server-close`).
+     */
+    reuse?: boolean;
+    /**
+     * HAProxy's `http-reuse` (https://docs.haproxy.org/2.6/configuration.html#4.2-http-reuse), when
+     * reuse is on: `safe` (HAProxy's default: a client's first request never takes another
+     * client's idle server connection; later ones may), `aggressive`, `always` (any idle server
+     * connection, as a shared pool does), `never` (server connections stay private to their client
+     * connection). Absent = `safe`. The embedded proxy (like Traefik, a shared pool) ignores it.
+     */
+    httpReuse?: 'safe' | 'aggressive' | 'always' | 'never';
   };
 }
 
@@ -208,6 +227,12 @@ export interface ProxyServer {
   url: string;
   /** Relative share for weighted round-robin, 0..256 (HAProxy's range; 0 = takes no new requests). Default 1. */
   weight: number;
+  /**
+   * The server is an L4 VIP in front of the service's replicas (lab/vip.ts), not a replica: the
+   * replica that answered is named by the response's `X-Served-By`, and drivers report it as
+   * `request:completed.replica`; a driver's own socket to it is hop `proxy-vip`.
+   */
+  vip?: boolean;
 }
 
 /** What a proxy driver can do; the UI greys out what is missing instead of failing. */

@@ -36,7 +36,7 @@ describe('buildProxyConfig', () => {
     ]);
     expect(cfg.routers[0]).toMatchObject({ host: 'demo.localhost', pathPrefix: '/api/', stripPrefix: true, service: 'web_dynamic' });
     expect(cfg.routers[2]).not.toHaveProperty('host');
-    expect(cfg.entrypoint).toEqual(entrypoint);
+    expect(cfg.entrypoint).toEqual({ ...entrypoint, idleTimeoutMs: 180_000 });
   });
 
   it('keeps route order between routers of equal priority', () => {

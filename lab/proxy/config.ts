@@ -37,6 +37,8 @@ export interface PoolMember {
    * only when given.
    */
   state?: 'ready' | 'drain';
+  /** The member is the service's VIP (lab/vip.ts), not a replica: see ProxyServer.vip. */
+  vip?: boolean;
 }
 
 /** Highest server weight (HAProxy's maximum; Traefik has none). */
@@ -100,7 +102,10 @@ export function serverUrl(host: string, port: number): string {
  *   without those flags"); `hash: {header, type}` when the algorithm is `hash`; `healthCheck:
  *   {path, intervalMs, timeoutMs, fall, rise}` (from healthCheckPath/Interval/Timeout/Fall/Rise)
  *   when `healthCheck` is on; `retry: {attempts}` (from retryAttempts) when `retry` is on.
- * - A pool member's `state` (`ready` | `drain`) is copied to its server when given.
+ * - A pool member's `state` (`ready` | `drain`) is copied to its server when given, and `vip: true`
+ *   when the member is the service's VIP.
+ * - `reuse: false` when the service's `reuse` setting is off (absent = on).
+ * - The entrypoint's `idleTimeoutMs` is the topology's `proxy.clientIdle`.
  *
  * @param topology a validated Topology (lab/topology.ts).
  * @param pools the ready replicas of each service, in the order round-robin should visit them.
@@ -145,6 +150,7 @@ export function buildProxyConfig(
       }
       const server: ProxyServer = { name: m.hostname, url: serverUrl(m.host, m.port), weight };
       if (m.state !== undefined) server.state = m.state;
+      if (m.vip) server.vip = true;
       return server;
     });
     const b = balancerOf(topology, name as ServiceName);
@@ -165,10 +171,11 @@ export function buildProxyConfig(
       };
     }
     if (b.retry) loadBalancer.retry = { attempts: b.retryAttempts };
+    if (!b.reuse) loadBalancer.reuse = false;
     return { name, loadBalancer };
   });
 
-  return { entrypoint: { ...entrypoint }, routers, services };
+  return { entrypoint: { ...entrypoint, idleTimeoutMs: topology.proxy.clientIdle }, routers, services };
 }
 
 /**

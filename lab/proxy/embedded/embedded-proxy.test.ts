@@ -412,7 +412,9 @@ describe('EmbeddedProxy: listening', () => {
 describe('EmbeddedProxy: who closes idle connections', () => {
   it('the proxy closes an idle client connection after its idle timeout', async () => {
     const b = await startBackend('static-1');
-    const h = await startProxy(configFor([['web_static', [b]]]), { entrypointIdleTimeoutMs: 150 });
+    const cfg = configFor([['web_static', [b]]]);
+    // The configuration's entrypoint idle timeout wins over the constructor's default.
+    const h = await startProxy({ ...cfg, entrypoint: { ...cfg.entrypoint, idleTimeoutMs: 150 } }, { entrypointIdleTimeoutMs: 90_000 });
     const r = await h.client('reuse').get('/');
     await h.requests.until((e) => e.length >= 1);
     const id = h.requests.items[0].clientConnId;

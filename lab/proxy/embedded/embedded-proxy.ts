@@ -86,7 +86,8 @@ export interface EmbeddedProxyOptions {
   bus: EventBus;
   /**
    * Idle time (ms) after which the proxy closes a keep-alive client connection that carries no
-   * request. Default {@link DEFAULT_ENTRYPOINT_IDLE_TIMEOUT_MS}.
+   * request, when the configuration's `entrypoint.idleTimeoutMs` is absent (that one wins, and
+   * apply() changes it live). Default {@link DEFAULT_ENTRYPOINT_IDLE_TIMEOUT_MS}.
    */
   entrypointIdleTimeoutMs?: number;
   /**
@@ -99,7 +100,7 @@ export interface EmbeddedProxyOptions {
 /** What we know about one TCP connection we emitted `connection:opened` for. */
 interface ConnInfo {
   id: string;
-  hop: Extract<Hop, 'client-proxy' | 'proxy-backend'>;
+  hop: Extract<Hop, 'client-proxy' | 'proxy-backend' | 'proxy-vip'>;
   local: string;
   remote: string;
   replica?: string;
@@ -128,6 +129,8 @@ interface ServerState {
   draining: boolean;
   /** Its health as the service's active check sees it; null when the service has no check. */
   health: HealthRecord | null;
+  /** The server is a VIP (ProxyServer.vip): the replica is the response's X-Served-By. */
+  vip: boolean;
 }
 
 /** The health of one server of one service with an active health check; kept across apply(). */
@@ -241,9 +244,16 @@ class ServerAgent extends http.Agent {
   readonly #hooks: AgentHooks;
   readonly #idleMs: number;
 
-  constructor(serverName: string, idleMs: number, hooks: AgentHooks) {
+  /** False: every connection carries one request and is closed (Traefik maxIdleConnsPerHost -1). */
+  readonly reuse: boolean;
+  /** The server is a VIP: its sockets are hop proxy-vip. */
+  readonly vip: boolean;
+
+  constructor(serverName: string, idleMs: number, hooks: AgentHooks, opts: { reuse?: boolean; vip?: boolean } = {}) {
     // LIFO reuse of idle connections, like Go's transport; no cap on connections per server.
-    super({ keepAlive: true, keepAliveMsecs: TCP_KEEPALIVE_MS, scheduling: 'lifo', maxFreeSockets: 200 });
+    super({ keepAlive: opts.reuse !== false, keepAliveMsecs: TCP_KEEPALIVE_MS, scheduling: 'lifo', maxFreeSockets: 200 });
+    this.reuse = opts.reuse !== false;
+    this.vip = opts.vip === true;
     this.serverName = serverName;
     this.#idleMs = idleMs;
     this.#hooks = hooks;
@@ -264,6 +274,7 @@ class ServerAgent extends http.Agent {
       if (info) info.proxyReason ??= 'pool removed';
       return false; // the agent destroys it
     }
+    if (!this.reuse) return false; // one request per connection: the agent destroys it
     if (socket instanceof net.Socket) {
       socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
       socket.unref();
@@ -405,7 +416,8 @@ export class EmbeddedProxy implements ProxyDriver {
   };
 
   readonly #bus: EventBus;
-  readonly #entrypointIdleMs: number;
+  #entrypointIdleMs: number;
+  readonly #defaultEntrypointIdleMs: number;
   readonly #serverIdleMs: number;
   readonly #proxy: HttpProxy;
   readonly #conns = new WeakMap<Duplex, ConnInfo>();
@@ -440,7 +452,8 @@ export class EmbeddedProxy implements ProxyDriver {
    */
   constructor(opts: EmbeddedProxyOptions) {
     this.#bus = opts.bus;
-    this.#entrypointIdleMs = opts.entrypointIdleTimeoutMs ?? DEFAULT_ENTRYPOINT_IDLE_TIMEOUT_MS;
+    this.#defaultEntrypointIdleMs = opts.entrypointIdleTimeoutMs ?? DEFAULT_ENTRYPOINT_IDLE_TIMEOUT_MS;
+    this.#entrypointIdleMs = this.#defaultEntrypointIdleMs;
     this.#serverIdleMs = opts.serverIdleConnTimeoutMs ?? DEFAULT_SERVER_IDLE_CONN_TIMEOUT_MS;
     // xfwd: X-Forwarded-For/-Port/-Proto/-Host from the client connection (after we drop the
     // client's own). No proxyTimeout: Traefik's responseHeaderTimeout defaults to none.
@@ -600,7 +613,11 @@ export class EmbeddedProxy implements ProxyDriver {
    * server that left is dropped without an event. Turning a service's check off puts its servers
    * that were out back into the rotation (`replica:health-changed` healthy, reason `health check off`).
    * A server whose state turns to `drain` takes no new requests from now on.
-   * The entrypoint is not changed by apply(): restart the proxy for that. Works before start() too
+   * The entrypoint's address is not changed by apply() (restart the proxy for that); its
+   * `idleTimeoutMs` is, live: idle client connections wait the new timeout from now on.
+   * A service's `reuse: false` gives its servers new agents without keep-alive (one request per
+   * connection, `Connection: close` to the server); a server with `vip` reports its sockets as hop
+   * `proxy-vip` and its requests' replica from X-Served-By. Works before start() too
    * (probing begins with start()).
    * @throws RangeError (rejects, nothing changed) when a server weight is not a whole number 0..256.
    */
@@ -698,14 +715,21 @@ export class EmbeddedProxy implements ProxyDriver {
     for (const svc of config.services) {
       const hc = svc.loadBalancer.healthCheck;
       const servers = svc.loadBalancer.servers.map((s) => {
-        const key = `${s.name} ${s.url}`;
+        const reuse = svc.loadBalancer.reuse !== false;
+        // A change of reuse or VIP makes a new agent (the old one retires like a removed server).
+        const key = `${s.name} ${s.url}${reuse ? '' : ' no-reuse'}${s.vip ? ' vip' : ''}`;
         keep.add(key);
         let agent = this.#agents.get(key);
         if (!agent) {
-          agent = new ServerAgent(s.name, this.#serverIdleMs, {
-            socketCreated: (socket, a) => this.#onUpstreamSocket(socket, a),
-            info: (socket) => this.#conns.get(socket),
-          });
+          agent = new ServerAgent(
+            s.name,
+            this.#serverIdleMs,
+            {
+              socketCreated: (socket, a) => this.#onUpstreamSocket(socket, a),
+              info: (socket) => this.#conns.get(socket),
+            },
+            { reuse, vip: s.vip === true },
+          );
           this.#agents.set(key, agent);
         }
         let record: HealthRecord | null = null;
@@ -715,7 +739,7 @@ export class EmbeddedProxy implements ProxyDriver {
           record = health.get(hkey) ?? this.#health.get(hkey) ?? newHealthRecord(svc.name, s.name, s.url);
           health.set(hkey, record);
         }
-        const data: ServerState = { name: s.name, url: s.url, agent, draining: s.state === 'drain', health: record };
+        const data: ServerState = { name: s.name, url: s.url, agent, draining: s.state === 'drain', health: record, vip: s.vip === true };
         return { name: s.name, url: s.url, weight: s.weight, data };
       });
       const prev = old?.services.get(svc.name);
@@ -733,6 +757,15 @@ export class EmbeddedProxy implements ProxyDriver {
     }
     this.#routing = { config: structuredClone(config), services };
     this.#syncHealthChecks(config, health);
+    const idle = config.entrypoint.idleTimeoutMs ?? this.#defaultEntrypointIdleMs;
+    if (idle !== this.#entrypointIdleMs) {
+      this.#entrypointIdleMs = idle;
+      // Live: idle client connections wait the new timeout from now on.
+      for (const socket of this.#live.keys()) {
+        const info = this.#conns.get(socket);
+        if (info?.hop === 'client-proxy' && info.idle && info.active === 0 && !socket.destroyed) socket.setTimeout(idle);
+      }
+    }
   }
 
   // ------------------------------------------------------------------ health checks
@@ -971,7 +1004,7 @@ export class EmbeddedProxy implements ProxyDriver {
     socket.once('connect', () => {
       const info: ConnInfo = {
         id: `u${++this.#upstreamSeq}`,
-        hop: 'proxy-backend',
+        hop: agent.vip ? 'proxy-vip' : 'proxy-backend',
         local: addr(socket.localAddress, socket.localPort),
         remote: addr(socket.remoteAddress, socket.remotePort),
         replica: agent.serverName,
@@ -1165,7 +1198,8 @@ export class EmbeddedProxy implements ProxyDriver {
       {
         target: server.url,
         agent: server.agent,
-        headers: { connection: 'keep-alive' },
+        // No reuse: Go's transport with keep-alives disabled asks the server to close.
+        headers: { connection: server.agent.reuse ? 'keep-alive' : 'close' },
         ...(st.body ? { buffer: st.body.stream() } : {}),
       },
       (err) => {
@@ -1305,7 +1339,8 @@ export class EmbeddedProxy implements ProxyDriver {
       path: st.path,
       router: st.router?.name ?? null,
       service: st.service,
-      replica: server?.name ?? null,
+      // Through a VIP the server is the VIP; the replica is the one that answered (X-Served-By).
+      replica: server?.vip ? st.servedBy : (server?.name ?? null),
       hostname: st.servedBy ?? (st.upstreamConnId && server ? server.name : null),
       status,
       ms,

@@ -293,6 +293,8 @@ export class HaproxyDriver implements ProxyDriver {
   #serviceOf = new Map<string, string>();
   #routerOf = new Map<string, string>();
   #hostnameOf = new Map<string, string>();
+  /** `backend/server` of servers that are a VIP: their requests name the replica from X-Served-By. */
+  readonly #vipServers = new Set<string>();
   #cookieOf = new Map<string, StickyCookie>();
   #frontends = new Set<string>();
   /** Health-checked servers of the running configuration, by `<backend>/<server>`. */
@@ -1037,6 +1039,7 @@ export class HaproxyDriver implements ProxyDriver {
     }
     const n = model.names;
     this.#frontends.add(n.frontend);
+    for (const b of model.backends) for (const s of b.servers) if (s.vip) this.#vipServers.add(`${b.name}/${s.name}`);
     for (const [k, v] of n.serviceOf) this.#serviceOf.set(k, v);
     for (const [k, v] of n.routerOf) this.#routerOf.set(k, v);
     for (const [k, v] of n.hostnameOf) this.#hostnameOf.set(k, v);
@@ -1050,7 +1053,10 @@ export class HaproxyDriver implements ProxyDriver {
     const router = log.router === null ? null : (this.#routerOf.get(log.router) ?? log.router);
     const routed = router !== null || !this.#frontends.has(log.backend);
     const service = routed ? (this.#serviceOf.get(log.backend) ?? log.backend) : null;
-    const replica = log.server === '<NOSRV>' ? null : (this.#hostnameOf.get(`${log.backend}/${log.server}`) ?? log.server);
+    const serverKey = `${log.backend}/${log.server}`;
+    // Through a VIP the server is the VIP: the replica is the one that said so (X-Served-By).
+    const viaVip = this.#vipServers.has(serverKey);
+    const replica = log.server === '<NOSRV>' ? null : viaVip ? (log.servedBy ?? null) : (this.#hostnameOf.get(serverKey) ?? log.server);
     const error = errorOf(log);
     const cookie = this.#cookieOf.get(log.backend);
     let stickyCookie: string | undefined;

@@ -118,6 +118,12 @@ export function sanitizeName(name: string): string {
   return s === '' ? '_' : s;
 }
 
+/** An idle timeout in whole ms, 1 ms .. 1 h. */
+function checkIdle(ms: number): number {
+  if (!Number.isInteger(ms) || ms < 1 || ms > MAX_CHECK_MS) throw new Error(`The entrypoint idle timeout ${ms} must be a whole number of ms from 1 to ${MAX_CHECK_MS}.`);
+  return ms;
+}
+
 /** `base`, or `base-2`, `base-3`, ... : the first not in `taken`; the result is added to `taken`. */
 function unique(base: string, taken: Set<string>): string {
   let name = base;
@@ -222,6 +228,8 @@ export interface HaproxyServerModel extends HaproxyServerName {
   check: { interMs: number; fall: number; rise: number } | null;
   /** Administrative state: `drain` is set through the Runtime API and the server-state file, not in the server line. */
   state: 'ready' | 'drain';
+  /** The server is the service's VIP (lab/vip.ts): the replica that answered is its X-Served-By. */
+  vip?: boolean;
 }
 
 /** One backend as rendered. */
@@ -434,6 +442,13 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
   line(`frontend ${names.frontend}`);
   line(`  bind ${hostPort(ep.host, ep.port)}`);
   line(`  capture response header ${SERVED_BY_HEADER} len 128`);
+  if (ep.idleTimeoutMs !== undefined) {
+    const idle = checkIdle(ep.idleTimeoutMs);
+    line(`  # Idle client keep-alive connections are closed after ${idle} ms (Traefik: respondingTimeouts.idleTimeout). HAProxy waits`);
+    line('  # for the next request min(timeout http-keep-alive, timeout client) (haproxy/haproxy#2334), so both are set.');
+    line(`  timeout http-keep-alive ${idle}ms`);
+    line(`  timeout client ${idle}ms`);
+  }
   line('  # Forwarding headers are set from the connection, never trusted from the client (as Traefik).');
   for (const h of ['X-Forwarded-For', 'X-Forwarded-Host', 'X-Forwarded-Port', 'X-Forwarded-Proto', 'X-Forwarded-Prefix', 'X-Real-Ip']) {
     line(`  http-request del-header ${h}`);
@@ -513,6 +528,15 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
       line('  # try the same server 3 more times, 1 s apart).');
       line('  retries 0');
     }
+    if (svc.loadBalancer.reuse === false) {
+      line('  # No reuse of server connections: a new one per request, closed after the answer (Traefik: maxIdleConnsPerHost -1).');
+      line('  option http-server-close');
+    } else if (svc.loadBalancer.httpReuse !== undefined && svc.loadBalancer.httpReuse !== 'safe') {
+      const mode = svc.loadBalancer.httpReuse;
+      if (!['aggressive', 'always', 'never'].includes(mode)) throw new Error(`Service ${svc.name} has http-reuse ${JSON.stringify(mode)}; use safe, aggressive, always or never.`);
+      line(`  # Idle server connections: http-reuse ${mode} (HAProxy's default is safe).`);
+      line(`  http-reuse ${mode}`);
+    }
     if (cookie && drainAcl) {
       line('  # A server in drain state keeps no sticky client: its cookie is dropped from the request, the');
       line('  # request is balanced and a new cookie written. The file lists the drained servers (add acl / del acl live).');
@@ -537,6 +561,7 @@ export function buildHaproxyModel(config: ProxyConfig, opts: HaproxyRenderOption
         cookie: cookie ? n.name : null,
         check: hc ? { interMs: hc.intervalMs, fall: hc.fall, rise: hc.rise } : null,
         state,
+        ...(s.vip ? { vip: true } : {}),
       };
       servers.push(model);
       if (state === 'drain') line(`  # ${n.name}: state drain (set server ${backend}/${n.name} state drain; kept across reloads in ${SERVER_STATE_FILE})`, true);
