@@ -13,9 +13,10 @@ import type { EventBus } from './events.ts';
 import type { BackendRuntime, Fault, ProxyCapabilities, ProxyDriver, ReplicaHandle } from './seams.ts';
 import type { LabStatus, ReplicaState, ReplicaStatus } from './status.ts';
 import { Topology, ServiceName, ReplicaCount, defaultTopology, SERVICE_NAMES, balancerOf, type DriverName } from './topology.ts';
-import { buildProxyConfig } from './proxy/config.ts';
+import { buildProxyConfig, type PoolMember } from './proxy/config.ts';
 import { applySettings, parseSetting, SettingError, type SettingChange } from './settings.ts';
 import { z } from 'zod';
+import { Vip } from './vip.ts';
 
 /** Server weight bounds: HAProxy's 0..256 (https://docs.haproxy.org/2.6/configuration.html#5.2-weight). */
 export const Weight = z
@@ -56,6 +57,8 @@ export interface LabOptions {
   publicHost?: string;
   /** Starting topology (default: defaultTopology()). */
   topology?: Topology;
+  /** Idle timeout of the services' VIPs (ms; default 900 s, IPVS's: see lab/vip.ts). */
+  vipIdleTimeoutMs?: number;
 }
 
 interface Replica {
@@ -110,6 +113,8 @@ export class Lab {
   #started = false;
   #stopping = false;
   readonly #unsubscribe: Array<() => void> = [];
+  /** The running VIP of each service with `vip` on (and `dnsrr` off). */
+  readonly #vips = new Map<ServiceName, Vip>();
 
   constructor(options: LabOptions) {
     this.#o = options;
@@ -143,6 +148,7 @@ export class Lab {
         }
       }),
     );
+    await this.#syncVips();
     this.#proxyPort = await this.#proxy.start(this.#config());
     this.#emitApplied();
     await this.#enqueue(() => this.#converge('start'));
@@ -156,7 +162,7 @@ export class Lab {
     await this.#queue.catch(() => undefined);
     for (const off of this.#unsubscribe.splice(0)) off();
     // Both, even if one fails: a proxy that cannot stop cleanly must not leave replicas behind.
-    const results = await Promise.allSettled([this.#proxy.stop(), this.#o.runtime.stopAll()]);
+    const results = await Promise.allSettled([this.#proxy.stop(), this.#o.runtime.stopAll(), this.#stopVips()]);
     this.#replicas.clear();
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
@@ -214,6 +220,8 @@ export class Lab {
       for (const r of all) r.state = 'stopping';
       await this.#applyProxy();
       await Promise.all(all.map((r) => this.#remove(r, 'reset', 'SIGKILL')));
+      // A reset starts from fresh VIPs (no connection pinned from before).
+      await this.#stopVips();
       next.proxy.driver = this.#proxy.name;
       this.#topology = next;
       this.#lesson = lesson;
@@ -254,6 +262,19 @@ export class Lab {
       }
       this.#log(`set ${changes.map((c) => c.text).join(' ')}`);
       this.#changed(`set ${changes.map((c) => c.text).join(' ')}`);
+      // A backend reads its keep-alive timeout at start (as Kestrel does): replace the running
+      // replicas whose timeout changed, one at a time, drained, so no request fails.
+      for (const name of SERVICE_NAMES) {
+        if (!next.services[name] || balancerOf(before, name).backendKeepAlive === balancerOf(next, name).backendKeepAlive) continue;
+        const olds = this.#ofService(name).filter((r) => r.state === 'running');
+        if (olds.length === 0) continue;
+        this.#log(`${name}: keep-alive timeout changed; replacing its ${olds.length} replica(s) (drain) so they use it`);
+        for (const old of olds) {
+          if (this.#topology.discovery === 'static') await this.#redeployStatic(old, 'drain');
+          else await this.#redeployDynamic(old, 'drain');
+        }
+        this.#changed(`keep-alive ${name}`);
+      }
       return this.status();
     });
   }
@@ -298,6 +319,7 @@ export class Lab {
       await old.stop();
       this.#proxy = next;
       this.#topology = { ...this.#topology, proxy: { ...this.#topology.proxy, driver: name } };
+      await this.#syncVips();
       try {
         this.#proxyPort = await next.start(this.#config());
       } catch (err) {
@@ -456,7 +478,7 @@ export class Lab {
     replica.fault = 'healthy';
     this.#changed(`starting ${replica.hostname}`);
     replica.handle = await this.#o.runtime.start(
-      { service: replica.service, hostname: replica.hostname, ...(port ? { port } : {}) },
+      { service: replica.service, hostname: replica.hostname, ...(port ? { port } : {}), ...this.#envOf(replica.service) },
       this.#hooks(replica),
     );
     this.#joinPool(replica);
@@ -610,7 +632,7 @@ export class Lab {
     this.#replicas.set(hostname, replica);
     this.#changed(`starting ${hostname}`);
     try {
-      replica.handle = await this.#o.runtime.start({ service, hostname }, this.#hooks(replica));
+      replica.handle = await this.#o.runtime.start({ service, hostname, ...this.#envOf(service) }, this.#hooks(replica));
     } catch (err) {
       this.#replicas.delete(hostname);
       throw err;
@@ -673,13 +695,18 @@ export class Lab {
   }
 
   #config() {
-    const pools = new Map<ServiceName, Array<{ hostname: string; host: string; port: number; weight: number; state: 'ready' | 'drain' }>>();
+    const pools = new Map<ServiceName, PoolMember[]>();
     for (const r of this.#replicas.values()) {
       const inPool = r.state === 'running' || r.state === 'draining' || (r.state === 'crashed' && this.#topology.discovery === 'static');
       if (!inPool || !r.handle) continue;
       const pool = pools.get(r.service) ?? [];
       pool.push({ hostname: r.hostname, host: r.handle.host, port: r.handle.port, weight: r.weight, state: r.state === 'draining' ? 'drain' : 'ready' });
       pools.set(r.service, pool);
+    }
+    // A service behind a VIP: the proxy knows one address, the VIP's (Traefik with lbswarm=true).
+    for (const [service, vip] of this.#vips) {
+      if (vip.port === null) continue;
+      pools.set(service, [{ hostname: `${service}-vip`, host: vip.host, port: vip.port, weight: 1, vip: true }]);
     }
     return buildProxyConfig(this.#topology, pools, {
       name: 'web',
@@ -690,8 +717,63 @@ export class Lab {
 
   async #applyProxy(): Promise<void> {
     if (this.#stopping) return;
+    await this.#syncVips();
     await this.#proxy.apply(this.#config());
     this.#emitApplied();
+  }
+
+  /** Extra environment of a service's new replicas: its keep-alive timeout when the topology sets one. */
+  #envOf(service: ServiceName): { env?: Record<string, string> } {
+    const ms = this.#topology.services[service] ? balancerOf(this.#topology, service).backendKeepAlive : undefined;
+    return ms === undefined ? {} : { env: { KEEPALIVE_TIMEOUT_MS: String(ms) } };
+  }
+
+  /**
+   * Keeps one VIP per service with `vip` on and `dnsrr` off, in front of its running replicas (in
+   * pool order; a draining replica is left out, as Swarm removes a stopping task from IPVS). With
+   * `dnsrr` on there is no VIP (Swarm's endpoint_mode dnsrr): the service name resolves to every
+   * task address. In process mode all replicas share 127.0.0.1 on different ports, so "resolving"
+   * is the lab handing the proxy the task address list, as it does without a VIP. The VIP reports
+   * the proxy-vip hop only when the proxy does not report its own sockets.
+   */
+  async #syncVips(): Promise<void> {
+    for (const name of SERVICE_NAMES) {
+      const spec = this.#topology.services[name];
+      const b = spec ? balancerOf(this.#topology, name) : null;
+      const wanted = b !== null && b.vip && !b.dnsrr;
+      let vip = this.#vips.get(name);
+      if (!wanted) {
+        if (vip) {
+          this.#vips.delete(name);
+          await vip.stop();
+          this.#log(`${name}: VIP stopped`);
+        }
+        continue;
+      }
+      if (!vip) {
+        vip = new Vip({
+          bus: this.#o.bus,
+          name: `${name}-vip`,
+          host: this.#o.proxyListen.host,
+          ...(this.#o.vipIdleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.vipIdleTimeoutMs } : {}),
+        });
+        await vip.start();
+        this.#vips.set(name, vip);
+        this.#log(`${name}: VIP on ${vip.host}:${vip.port} (one replica per TCP connection, as Swarm's IPVS)`);
+      }
+      vip.setProxySideEvents(!this.#proxy.capabilities.connectionEvents);
+      vip.setBackends(
+        this.#ofService(name)
+          .filter((r) => r.state === 'running' && r.handle)
+          .map((r) => ({ name: r.hostname, host: r.handle!.host, port: r.handle!.port })),
+      );
+    }
+  }
+
+  async #stopVips(): Promise<void> {
+    const vips = [...this.#vips.values()];
+    this.#vips.clear();
+    await Promise.all(vips.map((v) => v.stop()));
   }
 
   #emitApplied(): void {
