@@ -16,7 +16,9 @@ import { ProbeClient } from '../../lab/probe-client.ts';
 import { EmbeddedProxy } from '../../lab/proxy/embedded/embedded-proxy.ts';
 import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 import { ProcessRuntime } from '../../lab/runtime/process-runtime.ts';
-import type { ProxyDriver } from '../../lab/seams.ts';
+import type { ProxyConfig, ProxyDriver } from '../../lab/seams.ts';
+import { buildProxyConfig } from '../../lab/proxy/config.ts';
+import { Vip } from '../../lab/vip.ts';
 import { Topology } from '../../lab/topology.ts';
 
 const haproxy = await HaproxyDriver.available();
@@ -186,3 +188,72 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+/**
+ * HAProxy's http-reuse modes in front of a per-connection L4 balancer (lab/vip.ts) and 3 replicas,
+ * 3 clients one after the other, 10 requests each over one keep-alive connection: the driver alone,
+ * since the topology's `reuse` switch only chooses between reuse (HAProxy's default, safe) and none.
+ */
+describe.skipIf(!haproxy.ok)('haproxy http-reuse modes behind a VIP', () => {
+  let dir: string;
+  let bus: EventBus;
+  let runtime: ProcessRuntime;
+  let vip: Vip;
+  let driver: HaproxyDriver;
+  let base: string;
+  let cfg: ProxyConfig;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'lab-reuse-'));
+    bus = new EventBus();
+    runtime = new ProcessRuntime({ sessionId: `hr${process.pid}`, stateDir: path.join(dir, 'state') });
+    const replicas = await Promise.all(
+      [1, 2, 3].map((i) => runtime.start({ service: 'web_dynamic', hostname: `web_dynamic-${i}-beef` }, { onLog: () => {}, onExit: () => {} })),
+    );
+    vip = new Vip({ bus, name: 'web_dynamic-vip' });
+    const port = await vip.start();
+    vip.setBackends(replicas.map((r) => ({ name: r.hostname, host: r.host, port: r.port })));
+    cfg = buildProxyConfig(topology(), new Map([['web_dynamic', [{ hostname: 'web_dynamic-vip', host: '127.0.0.1', port, vip: true }]]]), {
+      name: 'web',
+      host: '127.0.0.1',
+      port: 0,
+    });
+    driver = new HaproxyDriver({ bus, workDir: path.join(dir, 'haproxy') });
+    base = `http://127.0.0.1:${await driver.start(cfg)}`;
+  }, 60_000);
+
+  afterAll(async () => {
+    await driver?.stop();
+    await vip?.stop();
+    await runtime?.stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  async function withMode(lb: Partial<ProxyConfig['services'][number]['loadBalancer']>): Promise<string[][]> {
+    const next = structuredClone(cfg);
+    Object.assign(next.services[0].loadBalancer, lb);
+    await driver.apply(next);
+    // A new worker after the reload: a first request primes nothing we count.
+    return sequentialClients(base, 3, 10);
+  }
+
+  it('http-reuse always: a new client reuses an idle server connection of an earlier one (a shared pool): at most 2 replicas for 30 requests', async () => {
+    const per = await withMode({ httpReuse: 'always' });
+    const why = JSON.stringify(per);
+    // Measured here: 10 on one replica, then 20 on another (the second client arrived while the first
+    // one's server connection was still its own, so it opened one; the third reused an idle one).
+    expect(counts(per.flat()).length, why).toBeLessThanOrEqual(2);
+    for (const hosts of per) expect(counts(hosts), why).toEqual([10]);
+  }, 60_000);
+
+  it('http-reuse never: each client connection stays on one replica', async () => {
+    const per = await withMode({ httpReuse: 'never' });
+    for (const hosts of per) expect(counts(hosts), JSON.stringify(per)).toEqual([10]);
+  }, 60_000);
+
+  it('option http-server-close (reuse off): the requests of one client connection spread over all 3 replicas', async () => {
+    const per = await withMode({ reuse: false });
+    for (const hosts of per) expect(counts(hosts).length, JSON.stringify(per)).toBe(3);
+    expect(counts(per.flat())).toEqual([10, 10, 10]);
+  }, 60_000);
+});
