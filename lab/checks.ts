@@ -3,8 +3,10 @@
  * the proxy, the status), never driver internals. A lesson's front matter lists the ids of its
  * checks; each must fail on the lesson's starting topology and pass on the solved one.
  */
+import net from 'node:net';
 import { ProbeClient } from './probe-client.ts';
 import type { LabStatus } from './status.ts';
+import { balancerOf, type ServiceName } from './topology.ts';
 
 export interface CheckContext {
   /** The lab's proxy, e.g. http://127.0.0.1:8080 */
@@ -115,7 +117,97 @@ const redeployLosesNothing: LessonCheck = {
   },
 };
 
+/** The service a connection check exercises: the first with `vip` on, else web_dynamic, else the first routed one. */
+function connectionService(status: LabStatus): { service: ServiceName; path: string } | null {
+  const routed = status.topology.routes.filter((r) => status.services.some((s) => s.name === r.service && s.instances.length > 0));
+  const pick =
+    routed.find((r) => status.topology.services[r.service] && balancerOf(status.topology, r.service).vip) ??
+    routed.find((r) => r.service === 'web_dynamic') ??
+    routed[0];
+  return pick ? { service: pick.service, path: pick.pathPrefix } : null;
+}
+
+/**
+ * The VIP pitfall fixed: 3 keep-alive clients one after the other, 10 requests each over one
+ * connection (like three API clients with their own HttpClient). Passes when the requests of every
+ * client connection reach more than one replica (the proxy balances per request again); fails while
+ * one replica serves them all, or while each client connection stays pinned to one replica.
+ */
+const vipSpread: LessonCheck = {
+  id: 'vip-spread',
+  title: '30 requests from 3 keep-alive clients spread over the replicas, not all on one',
+  async run({ proxyBase, status }) {
+    const target = connectionService(status);
+    if (!target) return { ok: false, message: 'No routed service is running: set up this lesson first.' };
+    const names = status.services.find((s) => s.name === target.service)?.instances.filter((r) => r.state === 'running').map((r) => r.hostname) ?? [];
+    if (names.length < 2) return { ok: false, message: `${target.service} needs at least 2 running replicas to spread over.` };
+    const perClient: string[][] = [];
+    for (let c = 0; c < 3; c++) {
+      const client = new ProbeClient({ baseUrl: proxyBase, connection: 'reuse' });
+      const hosts: string[] = [];
+      try {
+        for (let i = 0; i < 10; i++) {
+          const res = await client.get(target.path, { timeoutMs: 10_000 });
+          hosts.push(res.status === 200 ? (res.servedBy ?? 'unknown') : `status ${res.status}`);
+        }
+      } finally {
+        client.close();
+      }
+      perClient.push(hosts);
+    }
+    const all = perClient.flat();
+    const byReplica = names.map((n) => all.filter((h) => h === n).length);
+    const shown = `${byReplica.join('/')} over ${names.join(', ')}`;
+    if (new Set(all).size === 1) return { ok: false, message: `One replica served all 30 requests (${shown}): the connection to the VIP pins them.` };
+    const pinned = perClient.filter((h) => new Set(h).size === 1).length;
+    if (pinned > 0) return { ok: false, message: `${pinned} of 3 client connections stayed on one replica (${shown}): requests are not balanced one by one.` };
+    return { ok: true, message: `The 30 requests spread: ${shown}; every client connection reached several replicas.` };
+  },
+};
+
+/**
+ * Opens one keep-alive connection to the proxy, sends one request and stays silent: passes when the
+ * proxy closes the connection (its FIN arrives) after the configured client idle timeout and not
+ * before. The timeout must be short enough to wait for (at most 15 s: set timeouts.clientIdle).
+ */
+const idleCloseSeen: LessonCheck = {
+  id: 'idle-close-seen',
+  title: 'See the proxy close an idle client connection after its idle timeout',
+  async run({ proxyBase, status }) {
+    const idle = status.topology.proxy.clientIdle;
+    if (idle > 15_000) {
+      return { ok: false, message: `The proxy keeps an idle client connection open for ${idle / 1000} s: set timeouts.clientIdle to a few seconds (e.g. 2000) to watch it close.` };
+    }
+    const target = connectionService(status);
+    const url = new URL(proxyBase);
+    const socket = net.connect(Number(url.port), url.hostname);
+    try {
+      const result = await new Promise<{ silentMs: number } | { error: string }>((resolve) => {
+        let last = 0;
+        const deadline = setTimeout(() => resolve({ error: `the connection was still open ${Math.round((idle + 10_000) / 1000)} s later` }), idle + 10_000);
+        socket.on('data', () => (last = Date.now()));
+        socket.once('end', () => {
+          clearTimeout(deadline);
+          resolve(last === 0 ? { error: 'the proxy closed it before answering' } : { silentMs: Date.now() - last });
+        });
+        socket.once('error', (err) => {
+          clearTimeout(deadline);
+          resolve({ error: err.message });
+        });
+        socket.write(`GET ${target?.path ?? '/'} HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`);
+      });
+      if ('error' in result) return { ok: false, message: `No idle close seen: ${result.error}.` };
+      if (result.silentMs < idle - 100) {
+        return { ok: false, message: `The connection closed after ${result.silentMs} ms of silence, before the ${idle} ms idle timeout.` };
+      }
+      return { ok: true, message: `The proxy closed the idle connection after ${result.silentMs} ms of silence (idle timeout ${idle} ms).` };
+    } finally {
+      socket.destroy();
+    }
+  },
+};
+
 /** Every check, by id. */
 export const CHECKS: ReadonlyMap<string, LessonCheck> = new Map(
-  [loginSurvivesReloads, requestsSurviveACrash, redeployLosesNothing].map((c) => [c.id, c]),
+  [loginSurvivesReloads, requestsSurviveACrash, redeployLosesNothing, vipSpread, idleCloseSeen].map((c) => [c.id, c]),
 );

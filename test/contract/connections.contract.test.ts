@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventBus, type ConnectionClosed } from '../../lab/events.ts';
+import { CHECKS } from '../../lab/checks.ts';
 import { Lab } from '../../lab/lab.ts';
 import { ProbeClient } from '../../lab/probe-client.ts';
 import { EmbeddedProxy } from '../../lab/proxy/embedded/embedded-proxy.ts';
@@ -173,6 +174,21 @@ for (const engine of ENGINES) {
         for (const hosts of perClient) expect(counts(hosts).length, why).toBeLessThanOrEqual(2);
         for (const hosts of perClient) expect(counts(hosts)[0], why).toBeGreaterThanOrEqual(9);
       }
+    }, 90_000);
+
+    it('lesson checks: vip-spread fails behind the VIP and passes after a fix; idle-close-seen fails at 180 s and passes at 1 s', async () => {
+      const run = (id: string) => CHECKS.get(id)!.run({ proxyBase: base, status: lab.status() });
+      await lab.reset(topology({ vip: true }));
+      const before = await run('vip-spread');
+      expect(before.ok, before.message).toBe(false);
+      await lab.configure(['reuse=off']);
+      const after = await run('vip-spread');
+      expect(after.ok, after.message).toBe(true);
+      const longIdle = await run('idle-close-seen');
+      expect(longIdle.ok, longIdle.message).toBe(false);
+      await lab.configure(['timeouts.clientIdle=1000']);
+      const seen = await run('idle-close-seen');
+      expect(seen.ok, seen.message).toBe(true);
     }, 90_000);
 
     for (const fix of ['vip=off', 'reuse=off', 'dnsrr=on']) {
