@@ -115,6 +115,9 @@ export class Lab {
   readonly #unsubscribe: Array<() => void> = [];
   /** The running VIP of each service with `vip` on (and `dnsrr` off). */
   readonly #vips = new Map<ServiceName, Vip>();
+  /** Connections a backend reported (`<hostname> <peer>` -> event id), for hops no one else reports. */
+  readonly #backendConns = new Map<string, { id: string; remote: string }>();
+  #backendConnSeq = 0;
 
   constructor(options: LabOptions) {
     this.#o = options;
@@ -645,11 +648,54 @@ export class Lab {
 
   #hooks(replica: Replica) {
     return {
-      onLog: (stream: 'stdout' | 'stderr', text: string) => this.#o.bus.emit('log:line', { source: replica.hostname, stream, text, at: Date.now() }),
+      onLog: (stream: 'stdout' | 'stderr', text: string) => {
+        if (stream === 'stdout' && text.startsWith('conn ') && this.#connectionReport(replica, text)) return;
+        this.#o.bus.emit('log:line', { source: replica.hostname, stream, text, at: Date.now() });
+      },
       onExit: (info: { code: number | null; signal: string | null; expected: boolean }) => {
         if (!info.expected) replica.crash = this.#crashed(replica, info);
       },
     };
+  }
+
+  /**
+   * A backend's connection report (sandbox-images/shared/conn-events.js, on with the runtime's
+   * `connectionReports`): `conn opened <peer>` / `conn closed <peer> by client|server (<reason>)`.
+   * Becomes a proxy-backend connection event when nobody else reports that hop: the proxy does not
+   * report its own sockets (HAProxy) and no VIP sits in front of the service (the VIP reports
+   * vip-backend). `local` is the peer (the proxy's source address:port, as the proxy would name
+   * it), `remote` the replica. Connections opened before the replica was ready (the runtime's own
+   * readiness probe) are left out. Returns true when the line was a report (it is not logged).
+   */
+  #connectionReport(replica: Replica, text: string): boolean {
+    const m = /^conn (opened|closed) (\S+)(?: by (client|server) \((.*)\))?$/.exec(text);
+    if (!m) return false;
+    const [, what, peer, by, reason] = m;
+    const key = `${replica.hostname} ${peer}`;
+    if (what === 'opened') {
+      const handle = replica.handle;
+      if (!handle || this.#proxy.capabilities.connectionEvents || this.#vips.has(replica.service)) return true;
+      if (this.#backendConns.size > 10_000) this.#backendConns.clear();
+      const id = `b${++this.#backendConnSeq}`;
+      const remote = `${handle.host}:${handle.port}`;
+      this.#backendConns.set(key, { id, remote });
+      this.#o.bus.emit('connection:opened', { id, hop: 'proxy-backend', local: peer, remote, replica: replica.hostname, at: Date.now() });
+      return true;
+    }
+    const open = this.#backendConns.get(key);
+    if (!open) return true;
+    this.#backendConns.delete(key);
+    this.#o.bus.emit('connection:closed', {
+      id: open.id,
+      hop: 'proxy-backend',
+      local: peer,
+      remote: open.remote,
+      replica: replica.hostname,
+      at: Date.now(),
+      closedBy: by === 'client' ? 'proxy' : 'backend',
+      reason: reason ?? 'closed',
+    });
+    return true;
   }
 
   /** Marks a replica running: in the pool from the next apply, in start order (the order status lists). */

@@ -53,7 +53,8 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   const sessionId = randomBytes(6).toString('hex');
   const token = config.token ?? randomBytes(18).toString('base64url');
   const bus = new EventBus();
-  const runtime = new ProcessRuntime({ sessionId, stateDir: config.stateDir });
+  // connectionReports: the replicas report their connections, so HAProxy's proxy->backend hop shows too.
+  const runtime = new ProcessRuntime({ sessionId, stateDir: config.stateDir, connectionReports: true });
   const proxy = new EmbeddedProxy({ bus });
   const lessons = loadLessons();
   const lab = new Lab({

@@ -70,6 +70,12 @@ export interface ProcessRuntimeOptions {
   pickPort?: () => Promise<number>;
   /** How long setFault() waits for a node replica to acknowledge a fault, in ms. Default 5000. */
   faultTimeoutMs?: number;
+  /**
+   * Node backends report every accepted and closed connection on stdout (`LAB_CONN_EVENTS=1`,
+   * sandbox-images/shared/conn-events.js: `conn opened <peer>`, `conn closed <peer> by server
+   * (keep-alive timeout)`); the Lab turns them into connection events. Default false.
+   */
+  connectionReports?: boolean;
 }
 
 /** One replica as listed in the state file. */
@@ -415,6 +421,7 @@ export class ProcessRuntime implements BackendRuntime {
   readonly stateFile: string;
 
   readonly #sessionId: string;
+  readonly #connectionReports: boolean;
   readonly #stateDir: string;
   readonly #readyTimeoutMs: number;
   readonly #entries: Record<ServiceName, ProcessBackend>;
@@ -442,6 +449,7 @@ export class ProcessRuntime implements BackendRuntime {
       throw new Error(`readyTimeoutMs must be a positive number of milliseconds, got ${readyTimeoutMs}.`);
     }
     this.#sessionId = options.sessionId;
+    this.#connectionReports = options.connectionReports ?? false;
     this.#stateDir = path.resolve(options.stateDir);
     this.#readyTimeoutMs = readyTimeoutMs;
     this.#entries = { ...PROCESS_BACKENDS, ...options.entries };
@@ -630,6 +638,7 @@ export class ProcessRuntime implements BackendRuntime {
     const env = baseEnv();
     // ReplicaSpec.env cannot name what follows (checkSpec), so the lab's own variables always win.
     Object.assign(env, spec.env, plan.env, { HOST: '127.0.0.1', LAB_HOSTNAME: spec.hostname, LAB_SESSION: this.#sessionId });
+    if (this.#connectionReports) env.LAB_CONN_EVENTS = '1';
     const removeSessionDir = () => {
       if (!plan.sessionDir) return;
       try {

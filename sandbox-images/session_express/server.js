@@ -34,6 +34,7 @@ import { pathToFileURL } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
 import { Faults, listenForFaults } from '../shared/faults.js';
+import { reportConnections } from '../shared/conn-events.js';
 
 export const COOKIE_NAME = 'PHPSESSID';
 export const DEFAULT_USER = 'alice';
@@ -303,6 +304,8 @@ function main() {
     process.stdout.write(`listening on http://${shown}:${addr.port}\n`);
   });
   server.keepAliveTimeout = keepAliveTimeout;
+  // LAB_CONN_EVENTS=1: a line per accepted/closed connection (../shared/conn-events.js).
+  reportConnections(server);
 
   const shutdown = () => {
     server.close(() => process.exit(0));

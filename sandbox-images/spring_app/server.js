@@ -47,6 +47,7 @@ import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import express from 'express';
 import { Faults, listenForFaults } from '../shared/faults.js';
+import { reportConnections } from '../shared/conn-events.js';
 
 export const SPRING_BOOT_VERSION = '2.7.18';
 export const TOMCAT_VERSION = '9.0.83';
@@ -336,6 +337,8 @@ function main() {
     say(`listening on http://${shown}:${addr.port}`);
   });
   server.keepAliveTimeout = keepAliveTimeout;
+  // LAB_CONN_EVENTS=1: a line per accepted/closed connection (../shared/conn-events.js).
+  reportConnections(server);
   // Node must not cut a keep-alive connection for slow headers before its idle timeout has run.
   server.headersTimeout = Math.max(server.headersTimeout, keepAliveTimeout + 1000);
 

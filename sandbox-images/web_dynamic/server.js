@@ -10,6 +10,7 @@
 //   HOST                  address to bind (default 0.0.0.0; the lab passes 127.0.0.1)
 //   LAB_HOSTNAME          the replica's name (default: os.hostname(), a container's id in Docker)
 //   KEEPALIVE_TIMEOUT_MS  how long an idle keep-alive connection stays open (default 5000)
+//   LAB_CONN_EVENTS       1 = a stdout line per accepted/closed connection (../shared/conn-events.js)
 //
 // Faults (lab/seams.ts Fault: healthy, unhealthy, slow, errors, hang), through a side channel the
 // proxy never routes, implemented in ../shared/faults.js: in process mode the Node IPC channel
@@ -29,6 +30,7 @@ import { pathToFileURL } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
 import { Faults, listenForFaults } from '../shared/faults.js';
+import { reportConnections } from '../shared/conn-events.js';
 
 /** Programming jokes; one is picked per request. */
 export const JOKES = [
@@ -148,6 +150,8 @@ function main() {
     process.stdout.write(`listening on http://${shown}:${addr.port}\n`);
   });
   server.keepAliveTimeout = keepAliveTimeout;
+  // LAB_CONN_EVENTS=1: a line per accepted/closed connection (../shared/conn-events.js).
+  reportConnections(server);
 
   const shutdown = () => {
     // close() stops accepting, closes idle keep-alive connections and waits for requests in flight.

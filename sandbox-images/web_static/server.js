@@ -31,6 +31,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
 import { Faults, listenForFaults } from '../shared/faults.js';
+import { reportConnections } from '../shared/conn-events.js';
 
 const PUBLIC_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
 
@@ -186,6 +187,8 @@ function main() {
     process.stdout.write(`listening on http://${shown}:${addr.port}\n`);
   });
   server.keepAliveTimeout = keepAliveTimeout;
+  // LAB_CONN_EVENTS=1: a line per accepted/closed connection (../shared/conn-events.js).
+  reportConnections(server);
 
   const shutdown = () => {
     // close() stops accepting, closes idle keep-alive connections and waits for requests in flight.
