@@ -82,8 +82,13 @@ const requestsSurviveACrash: LessonCheck = {
     try {
       const started = Date.now();
       const sends: Promise<void>[] = [];
+      // Random (Poisson) spacing, about 20 a second: at a fixed 50 ms the check would alternate in
+      // lock-step with a steady 20/s load sharing the round-robin, and could land all 40 on the live
+      // replica (a false pass) or all on the dead one.
+      let due = started;
       for (let i = 0; i < 40; i++) {
-        const wait = started + i * 50 - Date.now();
+        if (i > 0) due += Math.min(200, -50 * Math.log(1 - Math.random()));
+        const wait = due - Date.now();
         // Pacing a steady load, not waiting for readiness.
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         sends.push(
