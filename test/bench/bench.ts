@@ -76,14 +76,58 @@ try {
 
   const status = await call('GET', '/api/status');
   const one = status.services.find((s) => s.name === 'web_dynamic')!.instances[0];
-  // Alternate direct and proxied runs so machine noise hits both alike.
-  const direct1 = await load(`http://127.0.0.1:${one.port}/`);
-  const proxied1 = await load(`http://127.0.0.1:${state.proxyPort}/api/`);
-  const direct2 = await load(`http://127.0.0.1:${one.port}/`);
-  const proxied2 = await load(`http://127.0.0.1:${state.proxyPort}/api/`);
-  const best = (a: typeof direct1, b: typeof direct1) => (a.requestsPerSecond >= b.requestsPerSecond ? a : b);
-  const direct = best(direct1, direct2);
-  const proxied = best(proxied1, proxied2);
+  const proxyUrl = `http://127.0.0.1:${state.proxyPort}/api/`;
+  const haproxyAvailable = (await call('GET', '/api/proxies') as unknown as Array<{ name: string; available: boolean }>).find((p) => p.name === 'haproxy')?.available ?? false;
+
+  /** Switches the engine and returns how long it took (ms). */
+  const switchTo = async (driver: string): Promise<number> => {
+    const t = performance.now();
+    await call('POST', '/api/proxy', { driver });
+    return Math.round(performance.now() - t);
+  };
+
+  // Alternate direct, embedded and HAProxy runs so machine noise hits them alike.
+  const runs: Record<'direct' | 'embedded' | 'haproxy', Awaited<ReturnType<typeof load>>[]> = { direct: [], embedded: [], haproxy: [] };
+  const switchMs: number[] = [];
+  for (let round = 0; round < 2; round++) {
+    runs.direct.push(await load(`http://127.0.0.1:${one.port}/`));
+    runs.embedded.push(await load(proxyUrl));
+    if (haproxyAvailable) {
+      switchMs.push(await switchTo('haproxy'));
+      runs.haproxy.push(await load(proxyUrl));
+      switchMs.push(await switchTo('embedded'));
+    }
+  }
+  const best = (xs: Awaited<ReturnType<typeof load>>[]) => xs.reduce((a, b) => (a.requestsPerSecond >= b.requestsPerSecond ? a : b));
+  const direct = best(runs.direct);
+  const proxied = best(runs.embedded);
+  const haproxy = haproxyAvailable ? best(runs.haproxy) : null;
+  const replicaRss = rssMb(one.pid!);
+
+  /**
+   * The failure window a learner sees in lesson 03: spring_app x2, static discovery, a health
+   * check at `intervalMs`, one replica crashed under a steady 50 req/s load: ms from the first
+   * to the last failed request.
+   */
+  const failureWindow = async (driver: string, intervalMs: number): Promise<number | null> => {
+    await call('POST', '/api/proxy', { driver });
+    await call('POST', '/api/reset', { lesson: '03-health-checks' });
+    await call('POST', '/api/settings', { settings: ['healthcheck=on', `healthcheck.interval=${intervalMs}`] });
+    const spring = (await call('GET', '/api/status')).services.find((s) => s.name === 'spring_app')!.instances;
+    const port = state.proxyPort;
+    const { LoadRun, LoadRequest } = await import('../../lab/load.ts');
+    const { EventBus } = await import('../../lab/events.ts');
+    const run = new LoadRun(LoadRequest.parse({ rate: 50, seconds: Math.ceil((intervalMs * 4) / 1000) + 2, path: '/app/helloParams?name=bench' }), `http://127.0.0.1:${port}`, new EventBus());
+    // Let the load settle for half a second of requests before the crash.
+    await new Promise((r) => setTimeout(r, 500));
+    await call('POST', `/api/replicas/${spring[0].hostname}/fault`, { mode: 'crash' });
+    const done = await run.done;
+    return done.failureWindowMs;
+  };
+  const windows: Record<string, number | null> = {};
+  for (const driver of haproxyAvailable ? ['embedded', 'haproxy'] : ['embedded']) {
+    for (const interval of [1000, 3000]) windows[`${driver}Interval${interval}ms`] = await failureWindow(driver, interval);
+  }
 
   console.log(
     JSON.stringify(
@@ -95,8 +139,12 @@ try {
         replicasAfterScale: scaled.services.find((s) => s.name === 'web_dynamic')!.instances.length,
         directToOneReplica: direct,
         throughEmbeddedProxy: { ...proxied, replicas: 3 },
+        throughHaproxy: haproxy ? { ...haproxy, replicas: 3 } : 'haproxy not installed',
         proxyToDirectRatio: Math.round((proxied.requestsPerSecond / direct.requestsPerSecond) * 100) / 100,
-        replicaResidentMemoryMb: rssMb(one.pid!),
+        embeddedToHaproxyRatio: haproxy ? Math.round((proxied.requestsPerSecond / haproxy.requestsPerSecond) * 100) / 100 : null,
+        engineSwitchMs: switchMs.length ? { max: Math.max(...switchMs), all: switchMs } : null,
+        failureWindowAfterCrashMs: windows,
+        replicaResidentMemoryMb: replicaRss,
       },
       null,
       2,
