@@ -10,13 +10,24 @@
 import { getContext, setContext } from 'svelte';
 import { io, type Socket } from 'socket.io-client';
 import type { EventBatch, LabStatus, ProxyInfo } from '../../../server/protocol.ts';
-import type { LogLine, RequestCompleted } from '../../../lab/events.ts';
+import type { LoadFinished, LoadTicked, LogLine, RequestCompleted } from '../../../lab/events.ts';
 import type { BurstRequest, BurstResult, HashMovementRequest, HashMovementResult } from '../../../lab/experiments.ts';
+import type { LoadRequest } from '../../../lab/load.ts';
 
 /** Newest requests kept in memory (widgets draw fewer). */
 export const MAX_REQUESTS = 300;
 /** Log lines kept for terminals that mount later or get cleared. */
 export const MAX_LOG_LINES = 1000;
+/** Health probes kept (the newest); ups and downs are kept apart, see MAX_HEALTH_CHANGES. */
+export const MAX_PROBES = 2000;
+/** The proxy's DOWN/UP decisions kept (the newest). */
+export const MAX_HEALTH_CHANGES = 200;
+/** Failed requests kept (the newest), for timelines longer than the `requests` window. */
+export const MAX_FAILURES = 1000;
+/** Load ticks kept, over every run (a 120 s run has 120). */
+export const MAX_LOAD_TICKS = 1000;
+/** Finished load runs kept. */
+export const MAX_LOAD_RESULTS = 20;
 
 const TOKEN_KEY = 'balancer-lab.token';
 
@@ -30,6 +41,37 @@ export type Burst = Partial<BurstRequest>;
 export type { BurstResult, HashMovementResult, ProxyInfo };
 /** The hash-movement experiment: `type` is required, the rest defaults on the server. */
 export type HashMovementAsk = Pick<HashMovementRequest, 'type'> & Partial<Omit<HashMovementRequest, 'type'>>;
+/**
+ * A replica fault as POST /api/replicas/:hostname/fault takes it (lab/lab.ts FaultRequest):
+ * `crash` kills the process (with static discovery it stays in the proxy's server list).
+ */
+export type FaultMode = 'healthy' | 'unhealthy' | 'errors' | 'hang' | 'crash' | 'slow';
+export type Fault = { mode: Exclude<FaultMode, 'slow'> } | { mode: 'slow'; ms: number };
+export type RedeployStrategy = 'naive' | 'drain';
+/** A load run as the page asks for it (the server fills in defaults: 20/s, 15 s, /api/, 2000 ms). */
+export type LoadAsk = Partial<LoadRequest>;
+/** A load run this page knows: started here (with its request) or seen in the event stream. */
+export interface LoadRunInfo {
+  runId: string;
+  /** What was asked (rate, seconds, path, timeoutMs), when started from this page. */
+  request: LoadRequest | null;
+  /** Epoch ms (this page's clock) when it was started or first seen. */
+  startedAt: number;
+}
+/** A lesson check's answer (POST /api/checks/:id, lab/checks.ts). */
+export interface CheckAnswer {
+  id: string;
+  title: string;
+  ok: boolean;
+  /** One sentence: what passed, or what is still missing. */
+  message: string;
+}
+export type HealthProbe = Extract<EventBatch['health'][number], { type: 'probed' }>;
+export type HealthChange = Extract<EventBatch['health'][number], { type: 'changed' }>;
+export type { LoadFinished, LoadTicked };
+/** A request the proxy failed: 5xx, or no answer from a replica. Same rule as the server's `counts.failed`. */
+export const isFailedRequest = (r: RequestCompleted): boolean => r.status >= 500 || r.error !== undefined;
+
 /** `missing`: no token in the URL or this tab; `invalid`: the server refused it (e.g. the lab restarted with a new one). */
 export type AuthProblem = 'missing' | 'invalid' | null;
 
@@ -67,10 +109,23 @@ export class LabClient {
   error = $state<string | null>(null);
   /** The proxy engines and whether each can run here (GET /api/proxies); null until asked. */
   proxyList = $state.raw<ProxyInfo[] | null>(null);
+  /** Health probes since this page loaded (or the last reset), oldest first, the newest MAX_PROBES. */
+  probes = $state.raw<HealthProbe[]>([]);
+  /** The proxy's DOWN/UP decisions, oldest first, the newest MAX_HEALTH_CHANGES. */
+  healthChanges = $state.raw<HealthChange[]>([]);
+  /** Failed requests (5xx or no answer), oldest first, the newest MAX_FAILURES. */
+  failures = $state.raw<RequestCompleted[]>([]);
+  /** Load ticks (one a second per run), oldest first, the newest MAX_LOAD_TICKS over every run. */
+  loadTicks = $state.raw<LoadTicked[]>([]);
+  /** Finished load runs, oldest first, the newest MAX_LOAD_RESULTS. */
+  loadResults = $state.raw<LoadFinished[]>([]);
+  /** The newest load run this page knows (started here or seen in the stream), or null. */
+  loadRun = $state.raw<LoadRunInfo | null>(null);
   /**
    * Commands in flight: target replica count per service, hostnames being killed, reset, settings,
-   * weights per hostname, the engine being switched to, console commands, probe bursts and the
-   * hash-movement type being measured.
+   * weights per hostname, the engine being switched to, console commands, probe bursts, the
+   * hash-movement type being measured, faults being set (mode per hostname), restarts, the
+   * redeploy in progress, a load being started or stopped, and checks running (per id).
    */
   busy = $state<{
     scale: Record<string, number>;
@@ -82,6 +137,11 @@ export class LabClient {
     runtime: boolean;
     probe: boolean;
     hashMovement: HashMovementAsk['type'] | null;
+    fault: Record<string, FaultMode>;
+    restart: Record<string, boolean>;
+    redeploy: { service: string; strategy: RedeployStrategy } | null;
+    load: 'starting' | 'stopping' | null;
+    check: Record<string, boolean>;
   }>({
     scale: {},
     kill: {},
@@ -92,6 +152,11 @@ export class LabClient {
     runtime: false,
     probe: false,
     hashMovement: null,
+    fault: {},
+    restart: {},
+    redeploy: null,
+    load: null,
+    check: {},
   });
 
   readonly #baseUrl: string;
@@ -302,6 +367,89 @@ export class LabClient {
     }
   }
 
+  /**
+   * Puts a replica into a fault through the lab's side channel (not the proxy): `healthy`,
+   * `unhealthy` (its health path answers 503), `errors` (500 on everything else), `hang` (never
+   * answers), `slow` (`ms` before each answer), or `crash` (its process dies).
+   */
+  async fault(hostname: string, fault: Fault): Promise<CommandResult> {
+    this.busy.fault[hostname] = fault.mode;
+    try {
+      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/fault`, fault);
+    } finally {
+      delete this.busy.fault[hostname];
+    }
+  }
+
+  /** Starts a crashed replica again at the same address; resolves when it is ready. */
+  async restart(hostname: string): Promise<CommandResult> {
+    this.busy.restart[hostname] = true;
+    try {
+      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/restart`);
+    } finally {
+      delete this.busy.restart[hostname];
+    }
+  }
+
+  /**
+   * Replaces every replica of a service one at a time (`naive`: kill then start; `drain`: out of
+   * rotation, wait for requests in flight, stop, start, health-checked back in). Resolves when done;
+   * progress is in `status.redeploy`, the result in `status.lastRedeploy`.
+   */
+  async redeploy(service: string, strategy: RedeployStrategy): Promise<CommandResult> {
+    this.busy.redeploy = { service, strategy };
+    try {
+      return await this.#call('POST', `/api/services/${encodeURIComponent(service)}/redeploy`, { strategy });
+    } finally {
+      this.busy.redeploy = null;
+    }
+  }
+
+  /**
+   * Starts a steady load through the proxy (`rate` requests a second for `seconds`, a new connection
+   * each). Ticks and the result arrive in `loadTicks` / `loadResults`; the run is `loadRun`.
+   */
+  async startLoad(ask: LoadAsk): Promise<Result<{ runId: string; request: LoadRequest }>> {
+    this.busy.load = 'starting';
+    try {
+      const r = await this.#request<{ runId: string } & LoadRequest>('POST', '/api/load', ask);
+      if (!r.ok) return r;
+      const { runId, ...request } = r.data;
+      this.loadRun = { runId, request, startedAt: Date.now() };
+      return { ok: true, runId, request };
+    } finally {
+      this.busy.load = null;
+    }
+  }
+
+  /** Stops the lab's load run (requests in flight still finish and are counted). */
+  async stopLoad(): Promise<Result<{ stopped: boolean }>> {
+    this.busy.load = 'stopping';
+    try {
+      const r = await this.#request<{ stopped: boolean }>('POST', '/api/load/stop', {});
+      return r.ok ? { ok: true, stopped: r.data.stopped } : r;
+    } finally {
+      this.busy.load = null;
+    }
+  }
+
+  /** True while the newest known load run has not finished. */
+  get loadRunning(): boolean {
+    const run = this.loadRun;
+    return run !== null && !this.loadResults.some((f) => f.runId === run.runId);
+  }
+
+  /** Runs one of the lesson checks (lab/checks.ts) against the running lab. */
+  async runCheck(id: string): Promise<Result<{ result: CheckAnswer }>> {
+    this.busy.check[id] = true;
+    try {
+      const r = await this.#request<CheckAnswer>('POST', `/api/checks/${encodeURIComponent(id)}`, {});
+      return r.ok ? { ok: true, result: r.data } : r;
+    } finally {
+      delete this.busy.check[id];
+    }
+  }
+
   clearError(): void {
     this.error = null;
   }
@@ -394,6 +542,43 @@ export class LabClient {
   #clearRequests(): void {
     this.requests = [];
     this.counts = emptyCounts();
+    // Probes, ups/downs and failures name the old replicas.
+    this.probes = [];
+    this.healthChanges = [];
+    this.failures = [];
+  }
+
+  /** Keeps the health, load and failure events of a batch (bounded). */
+  #keepEvents(batch: EventBatch): void {
+    const failed = batch.requests.filter(isFailedRequest);
+    if (failed.length > 0) this.failures = bounded(this.failures, failed, MAX_FAILURES);
+    const health = batch.health ?? [];
+    if (health.length > 0) {
+      const probes: HealthProbe[] = [];
+      const changes: HealthChange[] = [];
+      for (const e of health) {
+        if (e.type === 'probed') probes.push(e);
+        else changes.push(e);
+      }
+      if (probes.length > 0) this.probes = bounded(this.probes, probes, MAX_PROBES);
+      if (changes.length > 0) this.healthChanges = bounded(this.healthChanges, changes, MAX_HEALTH_CHANGES);
+    }
+    const load = batch.load ?? [];
+    if (load.length > 0) {
+      const ticks: LoadTicked[] = [];
+      const done: LoadFinished[] = [];
+      for (const e of load) {
+        const { type, ...rest } = e;
+        if (type === 'ticked') ticks.push(rest as LoadTicked);
+        else done.push(rest as LoadFinished);
+        // A run started elsewhere (another tab, the CLI): adopt it as the newest.
+        if (this.loadRun?.runId !== e.runId && !this.loadResults.some((f) => f.runId === e.runId) && type === 'ticked') {
+          this.loadRun = { runId: e.runId, request: null, startedAt: Date.now() - (e as LoadTicked).second * 1000 };
+        }
+      }
+      if (ticks.length > 0) this.loadTicks = bounded(this.loadTicks, ticks, MAX_LOAD_TICKS);
+      if (done.length > 0) this.loadResults = bounded(this.loadResults, done, MAX_LOAD_RESULTS);
+    }
   }
 
   #applyHistory(batch: EventBatch): void {
@@ -401,12 +586,20 @@ export class LabClient {
     this.counts = batch.counts;
     this.#logs = batch.logs.slice(-MAX_LOG_LINES);
     for (const l of this.#logListeners) l(this.#logs, { replay: true, dropped: batch.logsDropped });
+    this.failures = batch.requests.filter(isFailedRequest).slice(-MAX_FAILURES);
+    this.#keepEvents({ ...batch, requests: [] });
     for (const l of this.#batchListeners) l(batch, 'history');
   }
 
   #applyBatch(batch: EventBatch): void {
     // Totals only drop after a reset (here, in another tab or from the CLI): drop the old run's requests.
-    if (batch.counts.total < this.counts.total) this.requests = [];
+    if (batch.counts.total < this.counts.total) {
+      this.requests = [];
+      this.probes = [];
+      this.healthChanges = [];
+      this.failures = [];
+    }
+    this.#keepEvents(batch);
     if (batch.requests.length > 0) {
       const next = this.requests.concat(batch.requests);
       this.requests = next.length > MAX_REQUESTS ? next.slice(-MAX_REQUESTS) : next;
@@ -420,6 +613,12 @@ export class LabClient {
     }
     for (const l of this.#batchListeners) l(batch, 'batch');
   }
+}
+
+/** `list` + `more`, keeping the newest `max`. */
+function bounded<T>(list: readonly T[], more: readonly T[], max: number): T[] {
+  const next = list.concat(more);
+  return next.length > max ? next.slice(-max) : next;
 }
 
 function errorSentence(data: unknown): string | null {
