@@ -7,7 +7,7 @@ const reportDir = process.env.LAB_TEST_REPORT_DIR;
 // Unit tests live beside the code; integration suites under test/ (not e2e: Playwright runs those).
 export default defineConfig({
   test: {
-    include: ['lab/**/*.test.ts', 'server/**/*.test.ts', 'sandbox-images/**/*.test.ts', 'test/{contract,server,lessons}/**/*.test.ts'],
+    include: ['lab/**/*.test.ts', 'web/src/lib/**/*.test.ts', 'server/**/*.test.ts', 'sandbox-images/**/*.test.ts', 'test/{contract,server,lessons}/**/*.test.ts'],
     // Real processes start here; a loaded 2-core machine needs room.
     testTimeout: 60_000,
     hookTimeout: 60_000,

@@ -47,3 +47,29 @@ function hslToRgb(h: number, s: number, l: number): [number, number, number] {
   };
   return [f(0), f(8), f(4)];
 }
+
+/**
+ * Colour of an HTTP status in charts (`0` = no answer: refused, reset or timed out). Successes are
+ * a pale green; the failure codes are distinct saturated reds/browns, so 502 and 503 can be told apart.
+ */
+export function statusColor(status: string | number): string {
+  const s = Number(status);
+  if (s === 0 || Number.isNaN(s)) return '#4a1410';
+  // Pale, so that successes never look like a replica's (saturated) colour next to them.
+  if (s < 300) return '#bfdcc7';
+  if (s < 400) return '#c9d6ea';
+  if (s < 500) return '#d9a640';
+  if (s === 500) return '#e8743b';
+  if (s === 502) return '#c0392b';
+  if (s === 503) return '#8e2a6b';
+  if (s === 504) return '#7a1c16';
+  return '#a8322d';
+}
+
+/** How a status reads in a legend or a table. */
+export function statusLabel(status: string | number): string {
+  return String(status) === '0' ? 'no answer' : String(status);
+}
+
+/** Grey of "no replica answered" in per-replica charts. */
+export const NO_REPLICA_COLOR = '#aab2ba';

@@ -14,6 +14,43 @@ export interface BalancerView {
   stickyCookie?: string;
   hashHeader: string;
   hashType: 'consistent' | 'map-based';
+  /** Active health check on/off and its parameters (ms; fall/rise are HAProxy's, Traefik has none). */
+  healthCheck: boolean;
+  healthCheckPath: string;
+  healthCheckInterval: number;
+  healthCheckTimeout: number;
+  healthCheckFall: number;
+  healthCheckRise: number;
+  /** Retry on connection failure, on another server. */
+  retry: boolean;
+  retryAttempts: number;
+}
+
+/**
+ * Whether the engine takes a server out after `fall` failed probes in a row and back after `rise`
+ * good ones (HAProxy), or after one and one (Traefik, so the embedded proxy): fall/rise ignored.
+ */
+export function honoursFallRise(driver: string | undefined): boolean {
+  return driver === 'haproxy';
+}
+
+/**
+ * The longest a crashed replica should keep failing requests once an active check runs: it is
+ * taken out at its first failed probe on Traefik's semantics (within one interval), after `fall`
+ * failed probes on HAProxy (within fall × interval).
+ */
+export function ejectionBoundMs(view: Pick<BalancerView, 'healthCheckInterval' | 'healthCheckFall'>, driver: string | undefined): number {
+  return view.healthCheckInterval * (honoursFallRise(driver) ? view.healthCheckFall : 1);
+}
+
+/** The service a request path reaches (the longest matching pathPrefix, as the proxy's routers pick), or null. */
+export function serviceForPath(status: LabStatus, path: string): string | null {
+  let best: { service: string; length: number } | null = null;
+  for (const r of status.topology.routes) {
+    const prefix = r.pathPrefix ?? '/';
+    if (path.startsWith(prefix) && (!best || prefix.length > best.length)) best = { service: r.service, length: prefix.length };
+  }
+  return best?.service ?? null;
 }
 
 /**
