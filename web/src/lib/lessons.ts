@@ -9,6 +9,8 @@ export interface LessonTopology {
   /** Service name -> replica count. */
   services: Record<string, number>;
   routes: Array<{ service: string; pathPrefix: string; stripPrefix: boolean }>;
+  /** `static` or `dynamic` when the lesson says so. */
+  discovery?: string;
 }
 
 export interface LessonMeta {
@@ -53,7 +55,7 @@ function toLesson(path: string, mod: LessonModule): Lesson {
 
 function toTopology(raw: unknown): LessonTopology | null {
   if (!raw || typeof raw !== 'object') return null;
-  const t = raw as { services?: Record<string, { replicas?: unknown }>; routes?: Array<Record<string, unknown>> };
+  const t = raw as { services?: Record<string, { replicas?: unknown }>; routes?: Array<Record<string, unknown>>; discovery?: unknown };
   const services: Record<string, number> = {};
   for (const [name, spec] of Object.entries(t.services ?? {})) services[name] = Number(spec?.replicas ?? 0);
   const routes = (t.routes ?? []).map((r) => ({
@@ -61,26 +63,43 @@ function toTopology(raw: unknown): LessonTopology | null {
     pathPrefix: typeof r.pathPrefix === 'string' ? r.pathPrefix : '/',
     stripPrefix: r.stripPrefix === true,
   }));
-  return { services, routes };
+  return { services, routes, ...(typeof t.discovery === 'string' ? { discovery: t.discovery } : {}) };
 }
 
 /**
  * What the running lab lacks for this lesson: services it declares (with replicas) that the lab does
  * not run, and routes it declares that the lab does not have. Empty lists = ready.
+ *
+ * When the lab was last set up for another lesson (`running.lesson`, a folder name), `others` also
+ * lists where it differs from this lesson's start: replica counts and discovery (lessons 03 and 04
+ * run the same service with different counts). Scaling within a lesson is never flagged.
  */
 export function lessonGaps(
   lesson: Lesson,
-  running: { services: Record<string, unknown>; routes: Array<{ service: string; pathPrefix: string }> },
-): { services: string[]; routes: string[] } {
+  running: {
+    services: Record<string, unknown>;
+    routes: Array<{ service: string; pathPrefix: string }>;
+    lesson?: string | null;
+    discovery?: string;
+  },
+): { services: string[]; routes: string[]; others: string[] } {
   const topo = lesson.meta.topology;
-  if (!topo) return { services: [], routes: [] };
+  if (!topo) return { services: [], routes: [], others: [] };
   const services = Object.entries(topo.services)
     .filter(([name, n]) => n > 0 && !(name in running.services))
     .map(([name]) => name);
   const routes = topo.routes
     .filter((r) => !running.routes.some((x) => x.service === r.service && x.pathPrefix === r.pathPrefix))
     .map((r) => `${r.pathPrefix} → ${r.service}`);
-  return { services, routes };
+  const others: string[] = [];
+  if (running.lesson && running.lesson !== lesson.folder) {
+    for (const [name, n] of Object.entries(topo.services)) {
+      const spec = running.services[name] as { replicas?: number } | undefined;
+      if (spec && typeof spec.replicas === 'number' && spec.replicas !== n) others.push(`${name} ×${n} (the lab runs ×${spec.replicas})`);
+    }
+    if (topo.discovery && running.discovery && topo.discovery !== running.discovery) others.push(`${topo.discovery} discovery (the lab uses ${running.discovery})`);
+  }
+  return { services, routes, others };
 }
 
 export const lessons: Lesson[] = Object.entries(modules)
