@@ -514,6 +514,7 @@ export class Lab {
       services: SERVICE_NAMES.filter((s) => this.#topology.services[s] !== undefined).map((name) => ({
         name,
         replicas: this.#topology.services[name]?.replicas ?? 0,
+        ...(this.#vips.get(name)?.port ? { vip: `${this.#vips.get(name)!.host}:${this.#vips.get(name)!.port}` } : {}),
         instances: this.#ofService(name).map(
           (r): ReplicaStatus => ({
             hostname: r.hostname,

@@ -42,6 +42,8 @@ export interface ServiceStatus {
   replicas: number;
   /** Live replicas, in the order the proxy's round-robin visits them. */
   instances: ReplicaStatus[];
+  /** The service's VIP (`host:port`, lab/vip.ts) when `vip` is on and `dnsrr` off: the one address the proxy knows. */
+  vip?: string;
 }
 
 export interface LabStatus {

@@ -168,6 +168,7 @@ for (const engine of ENGINES) {
 
     it(`the VIP pitfall: 30 requests from 3 sequential keep-alive clients ${engine.name === 'embedded' ? 'all reach ONE replica' : 'stay pinned per client connection, each client starting on another replica (http-reuse safe)'}`, async () => {
       await lab.reset(topology({ vip: true }));
+      expect(lab.status().services.find((s) => s.name === 'web_dynamic')!.vip).toMatch(/^127\.0\.0\.1:\d+$/);
       const perClient = await sequentialClients(base, 3, 10);
       const all = perClient.flat();
       if (engine.name === 'embedded') {

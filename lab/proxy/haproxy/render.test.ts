@@ -335,7 +335,32 @@ describe.skipIf(!haproxy.ok)('haproxy -c accepts every kind of rendered configur
         return c;
       })(),
     ],
+    [
+      'idle timeout, no reuse, http-reuse always, a VIP server',
+      (() => {
+        const c = labConfig([
+          service('web_dynamic', [['web_dynamic-vip', 4010]], { reuse: false }),
+          service('web_static', srv, { httpReuse: 'always' }),
+        ]);
+        c.entrypoint.idleTimeoutMs = 1500;
+        c.services[0].loadBalancer.servers[0].vip = true;
+        return c;
+      })(),
+    ],
   ];
+  it('renders the idle timeout into the frontend, reuse off as http-server-close, http-reuse other than safe', () => {
+    const c = labConfig([service('web_dynamic', srv, { reuse: false }), service('web_static', srv, { httpReuse: 'never' })]);
+    c.entrypoint.idleTimeoutMs = 1500;
+    const text = buildHaproxyModel(c, { statsSocket: '/tmp/h.sock', statsPort: 8404 }).text;
+    const frontend = text.slice(text.indexOf('\nfrontend '), text.indexOf('\nbackend '));
+    expect(frontend).toContain('  timeout http-keep-alive 1500ms\n');
+    expect(frontend).toContain('  timeout client 1500ms\n');
+    const backends = text.slice(text.indexOf('\nbackend '));
+    expect(backends).toContain('  option http-server-close\n');
+    expect(backends).toContain('  http-reuse never\n');
+    const safe = buildHaproxyModel(labConfig([service('web_dynamic', srv, { httpReuse: 'safe' })]), { statsSocket: '/tmp/h.sock', statsPort: 8404 }).text;
+    expect(safe).not.toMatch(/http-reuse|http-server-close|timeout http-keep-alive \d+ms/);
+  });
   it.each(cases)('%s', async (_label, config) => {
     const r = await haproxyCheckConfig(config);
     expect(r.output).toContain('Configuration file is valid');
