@@ -144,8 +144,8 @@ for (const engine of ENGINES) {
         await lab.reset(topology());
         await lab.configure(['timeouts.backendKeepAlive=1000']);
       } else {
-        // Through the topology: right after a live change (replicas replaced while HAProxy reloads),
-        // HAProxy was seen resetting the first server connection within 1 s (not understood yet).
+        // Through the topology: the live change replaces the replicas, and HAProxy 2.6 resets the
+        // connection to a server added with `add server` after each response (docs/ARCHITECTURE.md).
         await lab.reset(topology({ backendKeepAlive: 1000 }));
       }
       const probe = new ProbeClient({ baseUrl: base, connection: 'reuse' });
