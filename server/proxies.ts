@@ -10,7 +10,7 @@ import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
 import { HaproxyDriver } from '../lab/proxy/haproxy/haproxy-driver.ts';
 import type { ProxyInfo } from './protocol.ts';
 
-const TRAEFIK_REASON = 'Traefik is not available in process mode yet: it comes with Docker mode (npm start -- --runtime docker).';
+const TRAEFIK_REASON = 'Traefik cannot run in process mode: it comes with Docker mode, which this version of the lab does not have yet.';
 
 /** Which engines can run here, with a sentence for those that cannot. */
 export async function proxyAvailability(): Promise<ProxyInfo[]> {

@@ -50,7 +50,8 @@ test('round-robin: rotation, scaling, killing, logs', async ({ page, lab }) => {
 
   // The demo app is served by the proxy on the same hostname as the lesson page.
   const proxyPort = (await lab.status()).proxy.port;
-  await expect(page.getByTestId('demo-url')).toHaveText(`http://localhost:${proxyPort}/`);
+  // No session_php in this lesson: the frame turns the demo page's session panel off (one request per load).
+  await expect(page.getByTestId('demo-url')).toHaveText(`http://localhost:${proxyPort}/?session=off`);
   const frame = page.frameLocator('[data-testid=demo-iframe]');
   await expect(frame.getByTestId('served-by')).toHaveText(/^web_static-/);
 
