@@ -55,7 +55,7 @@ test('rolling redeploy: naive loses requests, drain loses none', async ({ page, 
   await expect(panel.getByTestId('redeploy-suggest')).toBeHidden();
   const hostnames = await list.getByTestId('replica-row').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.hostname));
   const naive = await redeploy(panel, 'naive');
-  expect(await numberAttr(naive, 'data-requests'), 'requests during the naive redeploy').toBeGreaterThanOrEqual(10);
+  expect(await numberAttr(naive, 'data-requests'), 'requests during the naive redeploy').toBeGreaterThanOrEqual(5);
   expect(await numberAttr(naive, 'data-failed'), 'failed requests during the naive redeploy').toBeGreaterThan(0);
   // Static discovery: the same replicas (names and addresses) came back.
   await expect(list.locator('[data-testid=replica-row][data-state=running]')).toHaveCount(3);
@@ -70,7 +70,7 @@ test('rolling redeploy: naive loses requests, drain loses none', async ({ page, 
   // Drain: out of rotation, requests in flight finish, stop, start, back in. Nothing fails.
   await startLoad(load);
   const drain = await redeploy(panel, 'drain');
-  expect(await numberAttr(drain, 'data-requests'), 'requests during the drain redeploy').toBeGreaterThanOrEqual(10);
+  expect(await numberAttr(drain, 'data-requests'), 'requests during the drain redeploy').toBeGreaterThanOrEqual(5);
   await expect(drain).toHaveAttribute('data-failed', '0');
   await check.getByTestId('check-run').click();
   await expect(check).toHaveAttribute('data-result', 'pass', { timeout: 30_000 });
