@@ -21,20 +21,22 @@
 // Faults (lab/seams.ts Fault), as the other Node backends, through ../shared/faults.js: the Node
 // IPC channel in process mode, LAB_FAULT_FILE (a JSON file on a volume) otherwise; each change
 // logs `<hostname> fault: <mode>[ <ms> ms]`. unhealthy fails only GET /health (503); errors
-// answers 500 everywhere but /health. router.php does the same from LAB_FAULT_FILE. (The image
-// needs ../shared/: its Dockerfile builds from sandbox-images/ as the context.)
+// answers 500 everywhere but /health. router.php does the same from LAB_FAULT_FILE.
+//
+// Startup is ../shared/serve.js's, as for the other Node backends: the environment above (a bad
+// PORT or KEEPALIVE_TIMEOUT_MS: exit 2; a port that cannot be bound: exit 1), the connection
+// report (LAB_CONN_EVENTS=1), and SIGTERM/SIGINT: graceful shutdown, requests held by `hang`
+// dropped, exit 0. (The image needs ../shared/: its Dockerfile builds from sandbox-images/ as the
+// context.)
 //
 // Once listening it prints exactly one line `listening on http://<host>:<port>` on stdout;
 // access log lines follow (`<hostname> <ip> <method> <path> <status> <bytes> - <ms> ms`).
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
 import process from 'node:process';
-import { pathToFileURL } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
-import { Faults, listenForFaults } from '../shared/faults.js';
-import { reportConnections } from '../shared/conn-events.js';
+import { Faults } from '../shared/faults.js';
+import { isEntryPoint, serve } from '../shared/serve.js';
 
 export const COOKIE_NAME = 'PHPSESSID';
 export const DEFAULT_USER = 'alice';
@@ -266,57 +268,13 @@ export function createApp({ hostname, backend = 'express (php not found)', log =
   return app;
 }
 
-/**
- * Parses an integer environment variable.
- * @param {string | undefined} value
- * @param {number} fallback
- * @param {string} name
- * @returns {number}
- */
-function intFromEnv(value, fallback, name) {
-  if (value === undefined || value === '') return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) {
-    console.error(`${name} must be a whole number >= 0, got "${value}"`);
-    process.exit(2);
-  }
-  return n;
-}
-
-/** Starts the server from the environment; see the header comment. */
+/** Starts the server from the environment (../shared/serve.js); see the header comment. */
 function main() {
-  const hostname = process.env.LAB_HOSTNAME || os.hostname();
-  const port = intFromEnv(process.env.PORT, 3000, 'PORT');
-  const host = process.env.HOST || '0.0.0.0';
-  const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, 5000, 'KEEPALIVE_TIMEOUT_MS');
   const backend = process.env.SESSION_BACKEND || undefined;
-
-  const faults = new Faults({ hostname });
-  listenForFaults(faults);
-  const app = createApp({ hostname, backend, faults });
-  const server = app.listen(port, host, (err) => {
-    if (err) {
-      console.error(`cannot listen on ${host}:${port}: ${err.message}`);
-      process.exit(1);
-    }
-    const addr = /** @type {import('node:net').AddressInfo} */ (server.address());
-    const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    process.stdout.write(`listening on http://${shown}:${addr.port}\n`);
-  });
-  server.keepAliveTimeout = keepAliveTimeout;
-  // LAB_CONN_EVENTS=1: a line per accepted/closed connection (../shared/conn-events.js).
-  reportConnections(server);
-
-  const shutdown = () => {
-    server.close(() => process.exit(0));
-    server.closeIdleConnections();
-    faults.dropHeld(); // requests held by `hang` are never answered: close them
-  };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+  serve({ createApp: ({ hostname, faults }) => createApp({ hostname, backend, faults }) });
 }
 
 // Run only as the entry point (`node server.js`), not when a test imports createApp.
-if (process.argv[1] && import.meta.url === pathToFileURL(fs.realpathSync(process.argv[1])).href) {
+if (isEntryPoint(import.meta.url)) {
   main();
 }

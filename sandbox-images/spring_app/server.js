@@ -39,15 +39,18 @@
 // IPC channel in process mode, LAB_FAULT_FILE (a JSON file on a volume) in Docker mode; each
 // change logs a WARN line ending `<hostname> fault: <mode>[ <ms> ms]`. unhealthy fails the three
 // health paths (503 {"status":"DOWN"}); errors answers Spring's 500 error body everywhere else.
+//
+// The startup itself (environment, listen, the `listening on` line, keep-alive timeout, connection
+// report with LAB_CONN_EVENTS=1, faults channel, SIGTERM/SIGINT) is ../shared/serve.js's, shared
+// with the other Node backends; this file adds the Spring lines around it through its hooks.
 // (The image needs ../shared/: its Dockerfile builds from sandbox-images/ as the context.)
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import os from 'node:os';
 import process from 'node:process';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import express from 'express';
-import { Faults, listenForFaults } from '../shared/faults.js';
-import { reportConnections } from '../shared/conn-events.js';
+import { Faults } from '../shared/faults.js';
+import { isEntryPoint, serve } from '../shared/serve.js';
 
 export const SPRING_BOOT_VERSION = '2.7.18';
 export const TOMCAT_VERSION = '9.0.83';
@@ -268,94 +271,63 @@ export function createApp({ hostname, instanceId = crypto.randomUUID(), log = (l
   return app;
 }
 
-/**
- * Parses an integer environment variable.
- * @param {string | undefined} value
- * @param {number} fallback
- * @param {string} name
- * @returns {number}
- */
-function intFromEnv(value, fallback, name) {
-  if (value === undefined || value === '') return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) {
-    console.error(`${name} must be a whole number >= 0, got "${value}"`);
-    process.exit(2);
-  }
-  return n;
-}
-
-/** Starts the server from the environment; see the header comment. */
+/** Starts the server from the environment (../shared/serve.js); see the header comment. */
 function main() {
   const startedAt = performance.now();
-  const hostname = process.env.LAB_HOSTNAME || os.hostname();
-  const port = intFromEnv(process.env.PORT, 8080, 'PORT');
-  const host = process.env.HOST || '0.0.0.0';
-  const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS, 'KEEPALIVE_TIMEOUT_MS');
   const say = (/** @type {string} */ line) => process.stdout.write(`${line}\n`);
   const info = (/** @type {string} */ logger, /** @type {string} */ message, thread = 'main') => say(springLine({ logger, message, thread }));
   const mainLogger = 'com.example.demo.DemoApplication';
   const tomcat = 'o.s.b.w.embedded.tomcat.TomcatWebServer';
 
-  for (const line of BANNER) say(line);
-  const entry = fileURLToPath(import.meta.url);
-  let user = 'unknown';
-  try {
-    user = os.userInfo().username;
-  } catch {
-    // no passwd entry (some containers)
-  }
-  info(
-    mainLogger,
-    `Starting ${APP_NAME} v${APP_VERSION} using Node.js ${process.version} on ${hostname} with PID ${process.pid} (${entry} started by ${user} in ${process.cwd()})`,
-  );
-  info(mainLogger, 'No active profile set, falling back to 1 default profile: "default"');
-
-  let boundPort = port;
-  const faults = springFaults({ hostname });
-  listenForFaults(faults);
-  const app = createApp({ hostname, faults, port: () => boundPort });
-  const server = app.listen(port, host, (err) => {
-    if (err) {
+  serve({
+    defaultPort: 8080,
+    defaultKeepAliveMs: DEFAULT_KEEPALIVE_TIMEOUT_MS,
+    makeFaults: (hostname) => springFaults({ hostname }),
+    createApp: ({ hostname, faults, port }) => createApp({ hostname, faults, port }),
+    banner: ({ hostname }) => {
+      for (const line of BANNER) say(line);
+      const entry = fileURLToPath(import.meta.url);
+      let user = 'unknown';
+      try {
+        user = os.userInfo().username;
+      } catch {
+        // no passwd entry (some containers)
+      }
+      info(
+        mainLogger,
+        `Starting ${APP_NAME} v${APP_VERSION} using Node.js ${process.version} on ${hostname} with PID ${process.pid} (${entry} started by ${user} in ${process.cwd()})`,
+      );
+      info(mainLogger, 'No active profile set, falling back to 1 default profile: "default"');
+    },
+    onListenError: (err, { port }) => {
       console.error(springLine({ level: 'ERROR', logger: 'o.s.b.d.LoggingFailureAnalysisReporter', message: `Web server failed to start. Port ${port} was already in use. (${err.message})` }));
-      console.error(`cannot listen on ${host}:${port}: ${err.message}`);
-      process.exit(1);
-    }
-    const addr = /** @type {import('node:net').AddressInfo} */ (server.address());
-    boundPort = addr.port;
-    const contextMs = Math.max(1, Math.round(performance.now() - startedAt));
-    info(tomcat, `Tomcat initialized with port(s): ${addr.port} (http)`);
-    info('o.apache.catalina.core.StandardService', 'Starting service [Tomcat]');
-    info('org.apache.catalina.core.StandardEngine', `Starting Servlet engine: [Apache Tomcat/${TOMCAT_VERSION}]`);
-    info('o.a.c.c.C.[Tomcat].[localhost].[/]', 'Initializing Spring embedded WebApplicationContext');
-    info('w.s.c.ServletWebServerApplicationContext', `Root WebApplicationContext: initialization completed in ${contextMs} ms`);
-    info('o.s.b.a.e.web.EndpointLinksResolver', "Exposing 1 endpoint(s) beneath base path '/actuator'");
-    info(tomcat, `Tomcat started on port(s): ${addr.port} (http) with context path ''`);
-    const seconds = ((performance.now() - startedAt) / 1000).toFixed(3);
-    info(mainLogger, `Started ${APP_NAME} in ${seconds} seconds (JVM running for ${process.uptime().toFixed(3)})`);
-    const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    say(`listening on http://${shown}:${addr.port}`);
-  });
-  server.keepAliveTimeout = keepAliveTimeout;
-  // LAB_CONN_EVENTS=1: a line per accepted/closed connection (../shared/conn-events.js).
-  reportConnections(server);
-  // Node must not cut a keep-alive connection for slow headers before its idle timeout has run.
-  server.headersTimeout = Math.max(server.headersTimeout, keepAliveTimeout + 1000);
-
-  const shutdown = () => {
-    info('o.s.b.w.e.tomcat.GracefulShutdown', 'Commencing graceful shutdown. Waiting for active requests to complete', 'SpringApplicationShutdownHook');
-    server.close(() => {
+    },
+    onListening: (addr) => {
+      const contextMs = Math.max(1, Math.round(performance.now() - startedAt));
+      info(tomcat, `Tomcat initialized with port(s): ${addr.port} (http)`);
+      info('o.apache.catalina.core.StandardService', 'Starting service [Tomcat]');
+      info('org.apache.catalina.core.StandardEngine', `Starting Servlet engine: [Apache Tomcat/${TOMCAT_VERSION}]`);
+      info('o.a.c.c.C.[Tomcat].[localhost].[/]', 'Initializing Spring embedded WebApplicationContext');
+      info('w.s.c.ServletWebServerApplicationContext', `Root WebApplicationContext: initialization completed in ${contextMs} ms`);
+      info('o.s.b.a.e.web.EndpointLinksResolver', "Exposing 1 endpoint(s) beneath base path '/actuator'");
+      info(tomcat, `Tomcat started on port(s): ${addr.port} (http) with context path ''`);
+      const seconds = ((performance.now() - startedAt) / 1000).toFixed(3);
+      info(mainLogger, `Started ${APP_NAME} in ${seconds} seconds (JVM running for ${process.uptime().toFixed(3)})`);
+    },
+    configure: (server, { keepAliveTimeout }) => {
+      // Node must not cut a keep-alive connection for slow headers before its idle timeout has run.
+      server.headersTimeout = Math.max(server.headersTimeout, keepAliveTimeout + 1000);
+    },
+    onShutdown: () => {
+      info('o.s.b.w.e.tomcat.GracefulShutdown', 'Commencing graceful shutdown. Waiting for active requests to complete', 'SpringApplicationShutdownHook');
+    },
+    onClosed: () => {
       info('o.s.b.w.e.tomcat.GracefulShutdown', 'Graceful shutdown complete', 'tomcat-shutdown');
-      process.exit(0);
-    });
-    server.closeIdleConnections();
-    faults.dropHeld(); // requests held by `hang` are never answered: close them
-  };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+    },
+  });
 }
 
 // Run only as the entry point (`node server.js`), not when a test imports createApp.
-if (process.argv[1] && import.meta.url === pathToFileURL(fs.realpathSync(process.argv[1])).href) {
+if (isEntryPoint(import.meta.url)) {
   main();
 }

@@ -3,30 +3,15 @@
  * Spring startup lines with real figures, the lab's `listening on` line, Tomcat access log lines,
  * Actuator health under faults set over the IPC channel, keep-alive header, graceful SIGTERM.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
+import { appMounter, ended, startProcess } from '../shared/test-servers.js';
 import { accessLine, BANNER, createApp, springFaults, springLine } from './server.js';
 
 const ENTRY = fileURLToPath(new URL('./server.js', import.meta.url));
-const servers: http.Server[] = [];
+const mount = appMounter();
 
-async function serve(options: Parameters<typeof createApp>[0]): Promise<string> {
-  const server = http.createServer(createApp(options));
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-afterEach(async () => {
-  for (const s of servers.splice(0)) {
-    s.closeAllConnections();
-    await new Promise((resolve) => s.close(resolve));
-  }
-});
+const serve = (options: Parameters<typeof createApp>[0]) => mount(createApp(options));
 
 const SPRING_LINE = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} {2}INFO \d+ --- \[[ \w.-]{15}\] .{40} : /;
 
@@ -149,47 +134,9 @@ describe('spring_app app', () => {
 
 // ---------------------------------------------------------------- the process
 
-interface Started {
-  child: ChildProcess;
-  port: number;
-  /** Lines before and including `listening on`. */
-  startup: string[];
-  next(): Promise<string>;
-  exited: Promise<{ code: number | null; signal: string | null }>;
-}
-
-async function startProcess(env: Record<string, string>, ipc = false): Promise<Started> {
-  const child = spawn(process.execPath, [ENTRY], {
-    stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
-    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', ...env },
-  });
-  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const next = async () => {
-    const r = await lines.next();
-    if (r.done) throw new Error('stdout ended');
-    return r.value as string;
-  };
-  const startup: string[] = [];
-  for (;;) {
-    const line = await next();
-    startup.push(line);
-    if (line.startsWith('listening on ')) break;
-  }
-  const port = Number(/:(\d+)$/.exec(startup.at(-1)!)![1]);
-  return { child, port, startup, next, exited };
-}
-
-async function ended(p: Started) {
-  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-  await p.exited;
-}
-
 describe('spring_app process', () => {
   test('banner, Spring startup lines with its hostname, PID and port, the listening line; access log; keep-alive 60 s; graceful SIGTERM', async () => {
-    const p = await startProcess({ LAB_HOSTNAME: 'spring_app-1-ab12' });
+    const p = await startProcess(ENTRY, { LAB_HOSTNAME: 'spring_app-1-ab12' });
     try {
       const { startup, port } = p;
       expect(startup.slice(0, BANNER.length)).toEqual(BANNER);
@@ -225,7 +172,7 @@ describe('spring_app process', () => {
   });
 
   test('faults over the IPC channel: acknowledged after they are in force; a bad one is refused', async () => {
-    const p = await startProcess({ LAB_HOSTNAME: 'spring_app-2-cd34' }, true);
+    const p = await startProcess(ENTRY, { LAB_HOSTNAME: 'spring_app-2-cd34' }, true);
     try {
       const reply = (message: object) =>
         new Promise<Record<string, unknown>>((resolve) => {
@@ -253,7 +200,7 @@ describe('spring_app process', () => {
   });
 
   test('KEEPALIVE_TIMEOUT_MS sets the keep-alive timeout it announces', async () => {
-    const p = await startProcess({ LAB_HOSTNAME: 'spring_app-3', KEEPALIVE_TIMEOUT_MS: '20000' });
+    const p = await startProcess(ENTRY, { LAB_HOSTNAME: 'spring_app-3', KEEPALIVE_TIMEOUT_MS: '20000' });
     try {
       const res = await fetch(`http://127.0.0.1:${p.port}/app/health`);
       expect(res.headers.get('keep-alive')).toBe('timeout=20');

@@ -2,30 +2,15 @@
  * web_dynamic: the JSON answer names the replica and its per-process instance id; the process
  * follows the lab's conventions (startup line, X-Served-By, keep-alive timeout, graceful SIGTERM).
  */
-import { spawn } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
+import { appMounter, ended, startProcess } from '../shared/test-servers.js';
 import { createApp, JOKES } from './server.js';
 
 const ENTRY = fileURLToPath(new URL('./server.js', import.meta.url));
-const servers: http.Server[] = [];
+const mount = appMounter();
 
-async function serve(options: { hostname: string; instanceId?: string }): Promise<string> {
-  const server = http.createServer(createApp({ ...options, log: false }));
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-afterEach(async () => {
-  for (const s of servers.splice(0)) {
-    s.closeAllConnections();
-    await new Promise((resolve) => s.close(resolve));
-  }
-});
+const serve = (options: { hostname: string; instanceId?: string }) => mount(createApp({ ...options, log: false }));
 
 describe('web_dynamic app', () => {
   test('answers { hostname, instanceId, joke, at } with X-Served-By', async () => {
@@ -66,31 +51,23 @@ describe('web_dynamic app', () => {
 
 describe('web_dynamic process', () => {
   test('prints its listening line, logs each request with its hostname, honours KEEPALIVE_TIMEOUT_MS, exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, [ENTRY], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LAB_HOSTNAME: 'web_dynamic-p1', KEEPALIVE_TIMEOUT_MS: '3000' },
-    });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal })),
-    );
+    const p = await startProcess(ENTRY, { LAB_HOSTNAME: 'web_dynamic-p1', KEEPALIVE_TIMEOUT_MS: '3000' });
     try {
-      const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-      const first = await lines.next();
-      expect(first.value).toMatch(/^listening on http:\/\/127\.0\.0\.1:\d+$/);
-      const port = Number(/:(\d+)$/.exec(first.value as string)![1]);
+      expect(p.startup).toHaveLength(1);
+      expect(p.startup[0]).toMatch(/^listening on http:\/\/127\.0\.0\.1:\d+$/);
+      const { port } = p;
 
       const res = await fetch(`http://127.0.0.1:${port}/`);
       expect(res.headers.get('x-served-by')).toBe('web_dynamic-p1');
       expect(res.headers.get('keep-alive')).toBe('timeout=3');
       expect(((await res.json()) as { hostname: string }).hostname).toBe('web_dynamic-p1');
-      expect((await lines.next()).value).toMatch(/^web_dynamic-p1 127\.0\.0\.1 GET \/ 200 \d+ - [\d.]+ ms$/);
+      expect(await p.next()).toMatch(/^web_dynamic-p1 127\.0\.0\.1 GET \/ 200 \d+ - [\d.]+ ms$/);
 
       // SIGTERM with the fetch's keep-alive connection still open: it closes it and exits 0.
-      child.kill('SIGTERM');
-      expect(await exited).toEqual({ code: 0, signal: null });
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toEqual({ code: 0, signal: null });
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
+      await ended(p);
     }
   });
 });

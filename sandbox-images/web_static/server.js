@@ -18,20 +18,23 @@
 // the lab's ProcessRuntime opens (`{type:'lab:set-fault'}` -> applied -> acknowledged); in
 // Docker mode LAB_FAULT_FILE, a JSON file on a volume the lab writes (`{"mode":"slow","ms":500}`),
 // watched every 100 ms. Each change logs `<hostname> fault: <mode>[ <ms> ms]` on stdout.
-// unhealthy fails only GET /health (503); errors answers 500 everywhere but /health. (The image
-// needs ../shared/: its Dockerfile builds from sandbox-images/ as the context.)
+// unhealthy fails only GET /health (503); errors answers 500 everywhere but /health.
+//
+// Startup is ../shared/serve.js's, as for the other Node backends: the environment above (a bad
+// PORT or KEEPALIVE_TIMEOUT_MS: exit 2; a port that cannot be bound: exit 1), the connection
+// report (LAB_CONN_EVENTS=1, ../shared/conn-events.js), and SIGTERM/SIGINT: graceful shutdown,
+// requests held by `hang` dropped, exit 0. (The image needs ../shared/: its Dockerfile builds
+// from sandbox-images/ as the context.)
 //
 // Once listening it prints exactly one line `listening on http://<host>:<port>` (the real port)
 // on stdout; the lab's process runtime waits for that line. Access log lines follow on stdout.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import process from 'node:process';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
-import { Faults, listenForFaults } from '../shared/faults.js';
-import { reportConnections } from '../shared/conn-events.js';
+import { Faults } from '../shared/faults.js';
+import { isEntryPoint, serve } from '../shared/serve.js';
 
 const PUBLIC_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
 
@@ -150,57 +153,12 @@ export function createApp({ hostname, log = true, faults = new Faults({ hostname
   return app;
 }
 
-/**
- * Parses an integer environment variable.
- * @param {string | undefined} value
- * @param {number} fallback
- * @param {string} name
- * @returns {number}
- */
-function intFromEnv(value, fallback, name) {
-  if (value === undefined || value === '') return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) {
-    console.error(`${name} must be a whole number >= 0, got "${value}"`);
-    process.exit(2);
-  }
-  return n;
-}
-
-/** Starts the server from the environment; see the header comment. */
+/** Starts the server from the environment (../shared/serve.js); see the header comment. */
 function main() {
-  const hostname = process.env.LAB_HOSTNAME || os.hostname();
-  const port = intFromEnv(process.env.PORT, 3000, 'PORT');
-  const host = process.env.HOST || '0.0.0.0';
-  const keepAliveTimeout = intFromEnv(process.env.KEEPALIVE_TIMEOUT_MS, 5000, 'KEEPALIVE_TIMEOUT_MS');
-
-  const faults = new Faults({ hostname });
-  listenForFaults(faults);
-  const app = createApp({ hostname, faults });
-  const server = app.listen(port, host, (err) => {
-    if (err) {
-      console.error(`cannot listen on ${host}:${port}: ${err.message}`);
-      process.exit(1);
-    }
-    const addr = /** @type {import('node:net').AddressInfo} */ (server.address());
-    const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    process.stdout.write(`listening on http://${shown}:${addr.port}\n`);
-  });
-  server.keepAliveTimeout = keepAliveTimeout;
-  // LAB_CONN_EVENTS=1: a line per accepted/closed connection (../shared/conn-events.js).
-  reportConnections(server);
-
-  const shutdown = () => {
-    // close() stops accepting, closes idle keep-alive connections and waits for requests in flight.
-    server.close(() => process.exit(0));
-    server.closeIdleConnections();
-    faults.dropHeld(); // requests held by `hang` are never answered: close them
-  };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+  serve({ createApp: ({ hostname, faults }) => createApp({ hostname, faults }) });
 }
 
 // Run only as the entry point (`node server.js`), not when a test imports createApp.
-if (process.argv[1] && import.meta.url === pathToFileURL(fs.realpathSync(process.argv[1])).href) {
+if (isEntryPoint(import.meta.url)) {
   main();
 }

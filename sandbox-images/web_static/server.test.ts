@@ -2,31 +2,16 @@
  * web_static: the page names the replica that served it, escaped; the process follows the
  * lab's conventions (startup line, X-Served-By, keep-alive timeout, graceful SIGTERM).
  */
-import { spawn } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
+import { appMounter, ended, startProcess } from '../shared/test-servers.js';
 import { createApp, escapeHtml, hueOf } from './server.js';
 
 const ENTRY = fileURLToPath(new URL('./server.js', import.meta.url));
-const servers: http.Server[] = [];
+const mount = appMounter();
 
 /** Mounts the app in this process on a free port. */
-async function serve(hostname: string): Promise<string> {
-  const server = http.createServer(createApp({ hostname, log: false }));
-  servers.push(server);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-afterEach(async () => {
-  for (const s of servers.splice(0)) {
-    s.closeAllConnections();
-    await new Promise((resolve) => s.close(resolve));
-  }
-});
+const serve = (hostname: string) => mount(createApp({ hostname, log: false }));
 
 describe('web_static page', () => {
   test('shows the hostname that served it, in the page and in X-Served-By, never cached', async () => {
@@ -128,31 +113,23 @@ describe('web_static page', () => {
 
 describe('web_static process', () => {
   test('prints its listening line, logs each request with its hostname, honours KEEPALIVE_TIMEOUT_MS, exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, [ENTRY], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LAB_HOSTNAME: 'web_static-p1', KEEPALIVE_TIMEOUT_MS: '7000' },
-    });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal })),
-    );
+    const p = await startProcess(ENTRY, { LAB_HOSTNAME: 'web_static-p1', KEEPALIVE_TIMEOUT_MS: '7000' });
     try {
-      const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-      const first = await lines.next();
-      expect(first.value).toMatch(/^listening on http:\/\/127\.0\.0\.1:\d+$/);
-      const port = Number(/:(\d+)$/.exec(first.value as string)![1]);
+      expect(p.startup).toHaveLength(1);
+      expect(p.startup[0]).toMatch(/^listening on http:\/\/127\.0\.0\.1:\d+$/);
+      const { port } = p;
 
       const res = await fetch(`http://127.0.0.1:${port}/health`);
       expect(res.status).toBe(200);
       expect(res.headers.get('x-served-by')).toBe('web_static-p1');
       expect(res.headers.get('keep-alive')).toBe('timeout=7');
       await res.arrayBuffer();
-      expect((await lines.next()).value).toMatch(/^web_static-p1 127\.0\.0\.1 GET \/health 200 15 - [\d.]+ ms$/);
+      expect(await p.next()).toMatch(/^web_static-p1 127\.0\.0\.1 GET \/health 200 15 - [\d.]+ ms$/);
 
-      child.kill('SIGTERM');
-      expect(await exited).toEqual({ code: 0, signal: null });
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toEqual({ code: 0, signal: null });
     } finally {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
+      await ended(p);
     }
   });
 });
