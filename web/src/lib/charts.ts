@@ -75,3 +75,35 @@ export function verticalMarkers(markers: () => readonly VerticalMarker[]): Plugi
     },
   };
 }
+
+const patterns = new Map<string, CanvasPattern>();
+
+/**
+ * A diagonal hatch in `color` (over a pale tint of it), for failed requests: a failure never looks
+ * like a replica's plain colour, whatever hue that replica got. Cached per colour.
+ */
+export function hatch(color: string): CanvasPattern | string {
+  const cached = patterns.get(color);
+  if (cached) return cached;
+  const tile = document.createElement('canvas');
+  tile.width = 8;
+  tile.height = 8;
+  const ctx = tile.getContext('2d');
+  if (!ctx) return color;
+  ctx.fillStyle = color;
+  ctx.globalAlpha = 0.3;
+  ctx.fillRect(0, 0, 8, 8);
+  ctx.globalAlpha = 1;
+  ctx.strokeStyle = color;
+  ctx.lineWidth = 2.5;
+  ctx.beginPath();
+  for (const [x0, y0, x1, y1] of [[-2, 10, 10, -2], [-2, 2, 2, -2], [6, 10, 10, 6]]) {
+    ctx.moveTo(x0, y0);
+    ctx.lineTo(x1, y1);
+  }
+  ctx.stroke();
+  const pattern = ctx.createPattern(tile, 'repeat');
+  if (!pattern) return color;
+  patterns.set(color, pattern);
+  return pattern;
+}

@@ -61,7 +61,7 @@ export function statusColor(status: string | number): string {
   if (s < 500) return '#d9a640';
   if (s === 500) return '#e8743b';
   if (s === 502) return '#c0392b';
-  if (s === 503) return '#8e2a6b';
+  if (s === 503) return '#a84a00';
   if (s === 504) return '#7a1c16';
   return '#a8322d';
 }
@@ -73,3 +73,15 @@ export function statusLabel(status: string | number): string {
 
 /** Grey of "no replica answered" in per-replica charts. */
 export const NO_REPLICA_COLOR = '#aab2ba';
+
+/** Whether a status counts as failed (5xx, or `0` = no answer), as the lab counts failures. */
+export const isFailedStatus = (status: string | number): boolean => {
+  const s = Number(status);
+  return s === 0 || Number.isNaN(s) || s >= 500;
+};
+
+/** CSS background for a legend swatch: failed statuses hatched like the chart's bars. */
+export function statusSwatch(status: string | number): string {
+  const c = statusColor(status);
+  return isFailedStatus(status) ? `repeating-linear-gradient(135deg, ${c} 0 2px, ${c}4d 2px 5px)` : c;
+}

@@ -47,6 +47,8 @@ describe('readLoad', () => {
     expect(r.sentence).toBe(
       'The failures had gone on for 4.1 s when the health check was switched on; the last one came 900 ms later, within about one interval, 1000 ms: the proxy took the replica out at its first failed probe.',
     );
+    const h = readLoad({ result: finished(failures), atStart: off, atEnd: on(1000), checkOnAt: 13_100, driver: 'haproxy' });
+    expect(h.sentence).toMatch(/the last one came 1900 ms later, within about fall × interval = 3 × 1000 ms: HAProxy took the replica out/);
     const before = readLoad({ result: finished(failures), atStart: off, atEnd: on(1000), checkOnAt: 16_000, driver: 'embedded' });
     expect(before.sentence).toMatch(/ended before the health check was switched on/);
   });

@@ -59,7 +59,8 @@ export function readLoad({ result, atStart, atEnd, checkOnAt, driver }: ReadingI
         `over ${seconds(window)}, and only a restart or the end of the run stops that.`,
     };
   }
-  const who = haproxy ? `HAProxy took the replica out after ${atEnd.fall} failed probe${atEnd.fall === 1 ? '' : 's'} in a row` : 'the proxy took the replica out at its first failed probe';
+  // Just switched on: HAProxy has seen no good probe of the server yet, so one failed probe is enough.
+  const who = haproxy ? 'HAProxy took the replica out (until it has seen a good probe, one failed probe is enough)' : 'the proxy took the replica out at its first failed probe';
   if (!atStart?.on && checkOnAt !== null) {
     const after = result.lastFailureAt - checkOnAt;
     if (after <= 0) {
