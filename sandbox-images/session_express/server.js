@@ -30,11 +30,13 @@
 // context.)
 //
 // Once listening it prints exactly one line `listening on http://<host>:<port>` on stdout;
-// access log lines follow (`<hostname> <ip> <method> <path> <status> <bytes> - <ms> ms`).
+// access log lines follow (`<hostname> <ip> <method> <path> <status> <bytes> - <ms> ms`,
+// ../shared/access-log.js).
 import crypto from 'node:crypto';
 import process from 'node:process';
 import express from 'express';
 import morgan from 'morgan';
+import { accessLogFormat } from '../shared/access-log.js';
 import { Faults } from '../shared/faults.js';
 import { isEntryPoint, serve } from '../shared/serve.js';
 
@@ -113,21 +115,7 @@ export function createApp({ hostname, backend = 'express (php not found)', log =
   });
 
   if (log) {
-    app.use(
-      morgan((tokens, req, res) =>
-        [
-          hostname,
-          tokens['remote-addr'](req, res),
-          tokens.method(req, res),
-          tokens.url(req, res),
-          tokens.status(req, res),
-          tokens.res(req, res, 'content-length') ?? '-',
-          '-',
-          tokens['response-time'](req, res),
-          'ms',
-        ].join(' '),
-      ),
-    );
+    app.use(morgan(accessLogFormat(hostname)));
   }
 
   /**

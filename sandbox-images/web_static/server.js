@@ -27,12 +27,14 @@
 // from sandbox-images/ as the context.)
 //
 // Once listening it prints exactly one line `listening on http://<host>:<port>` (the real port)
-// on stdout; the lab's process runtime waits for that line. Access log lines follow on stdout.
+// on stdout; the lab's process runtime waits for that line. Access log lines follow on stdout
+// (their format: ../shared/access-log.js).
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express from 'express';
 import morgan from 'morgan';
+import { accessLogFormat } from '../shared/access-log.js';
 import { Faults } from '../shared/faults.js';
 import { isEntryPoint, serve } from '../shared/serve.js';
 
@@ -107,22 +109,7 @@ export function createApp({ hostname, log = true, faults = new Faults({ hostname
 
   if (log) {
     // e.g. `web_static-1 127.0.0.1 GET / 200 1234 - 0.912 ms`
-    // A format function (not a global token) so two apps in one process keep their own names.
-    app.use(
-      morgan((tokens, req, res) =>
-        [
-          hostname,
-          tokens['remote-addr'](req, res),
-          tokens.method(req, res),
-          tokens.url(req, res),
-          tokens.status(req, res),
-          tokens.res(req, res, 'content-length') ?? '-',
-          '-',
-          tokens['response-time'](req, res),
-          'ms',
-        ].join(' '),
-      ),
-    );
+    app.use(morgan(accessLogFormat(hostname)));
   }
 
   // After X-Served-By and the access log, before the routes: a faulty answer is logged and named.
