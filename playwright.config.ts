@@ -39,7 +39,10 @@ export default defineConfig({
   // Generous: the first start builds the web app and spawns 6 replicas on a loaded 2-core box.
   timeout: 240_000,
   expect: { timeout: 20_000 },
-  reporter: [['list']],
+  // LAB_TEST_REPORT_DIR (set by .ci/run) adds a JSON report, added up with Vitest's into one line.
+  reporter: process.env.LAB_TEST_REPORT_DIR
+    ? [['list'], ['json', { outputFile: `${process.env.LAB_TEST_REPORT_DIR}/playwright.json` }]]
+    : [['list']],
   use: {
     browserName: 'chromium',
     headless: true,

@@ -988,6 +988,9 @@ export class HaproxyDriver implements ProxyDriver {
       // While a check runs, HAProxy has begun resetting the last one's code: read it at the next
       // poll, unless checks are always running when read (a probe that hangs until its timeout).
       if (row.checkRunning && now - c.lastProbeAt < 2 * (c.check.intervalMs + c.check.timeoutMs)) continue;
+      // A passing HTTP probe always has its status code; none means HAProxy was resetting it for
+      // the next check when read (seen under load): read it at the next poll.
+      if (ok && !row.checkCode) continue;
       c.lastProbeAt = now;
       this.#bus.emit('healthcheck:probed', {
         service: c.service,
