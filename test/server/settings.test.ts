@@ -123,7 +123,7 @@ describe('proxy engines', () => {
     expect((await api('/api/proxy', { driver: 'nginx' })).json.error).toMatch(/proxy must be one of/);
     const t = await api('/api/proxy', { driver: 'traefik' });
     expect(t.status).toBe(409);
-    expect(t.json.error).toMatch(/Traefik is not available/);
+    expect(t.json.error).toMatch(/Traefik cannot run in process mode/);
     expect((await api('/api/status')).json.proxy.driver).toBe('embedded');
   });
 
