@@ -263,6 +263,8 @@ export class Lab {
         this.#topology = before;
         throw new LabError(`The ${this.#proxy.name} proxy refused the new configuration: ${(err as Error).message}`, 'bad-request');
       }
+      // A replica's health means nothing without a check: forget it, so turning one on starts fresh.
+      for (const r of this.#replicas.values()) if (!balancerOf(this.#topology, r.service).healthCheck) r.healthy = null;
       this.#log(`set ${changes.map((c) => c.text).join(' ')}`);
       this.#changed(`set ${changes.map((c) => c.text).join(' ')}`);
       // A backend reads its keep-alive timeout at start (as Kestrel does): replace the running
@@ -526,7 +528,8 @@ export class Lab {
             weight: r.weight,
             implementation: r.handle?.implementation ?? null,
             fault: r.fault,
-            healthy: r.healthy,
+            // Both engines start a server UP: with a check on, a replica not yet reported DOWN is UP.
+            healthy: balancerOf(this.#topology, name).healthCheck ? (r.healthy ?? true) : null,
             startedAt: r.startedAt,
           }),
         ),

@@ -91,6 +91,13 @@ describe('settings', () => {
     expect((await api(`/api/replicas/${a.hostname}/weight`, { weight: 1 })).status).toBe(200);
   });
 
+  it("a replica's health reads UP with a check on (both engines start servers UP) and null without one", async () => {
+    const healthOf = (st: LabStatus) => st.services.find((x) => x.name === 'web_dynamic')!.instances.map((r) => r.healthy);
+    expect(healthOf((await api('/api/status')).json)).toEqual([null, null, null]);
+    expect(healthOf((await api('/api/settings', { settings: ['web_dynamic.healthcheck=on'] })).json)).toEqual([true, true, true]);
+    expect(healthOf((await api('/api/settings', { settings: ['web_dynamic.healthcheck=off'] })).json)).toEqual([null, null, null]);
+  });
+
   it('refuses a probe path that is not a URL path, and more than 100 requests', async () => {
     expect((await burst({ path: 'http://evil.example/', count: 1 })).status).toBe(400);
     expect((await burst({ path: '/api/', count: 1000 })).json.error).toMatch(/count must be at most 100/);
