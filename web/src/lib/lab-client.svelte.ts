@@ -28,6 +28,8 @@ export const MAX_FAILURES = 1000;
 export const MAX_LOAD_TICKS = 1000;
 /** Finished load runs kept. */
 export const MAX_LOAD_RESULTS = 20;
+/** TCP connection events (opened/closed, every hop) kept (the newest). */
+export const MAX_CONNECTION_EVENTS = 2000;
 
 const TOKEN_KEY = 'balancer-lab.token';
 
@@ -66,6 +68,8 @@ export interface CheckAnswer {
   /** One sentence: what passed, or what is still missing. */
   message: string;
 }
+/** A TCP connection opened or closed on one hop (client-proxy, proxy-backend, proxy-vip, vip-backend). */
+export type ConnectionEvent = EventBatch['connections'][number];
 export type HealthProbe = Extract<EventBatch['health'][number], { type: 'probed' }>;
 export type HealthChange = Extract<EventBatch['health'][number], { type: 'changed' }>;
 export type { LoadFinished, LoadTicked };
@@ -121,6 +125,8 @@ export class LabClient {
   loadResults = $state.raw<LoadFinished[]>([]);
   /** The newest load run this page knows (started here or seen in the stream), or null. */
   loadRun = $state.raw<LoadRunInfo | null>(null);
+  /** TCP connections opened/closed since this page loaded (or the last reset), oldest first, the newest MAX_CONNECTION_EVENTS. */
+  connections = $state.raw<ConnectionEvent[]>([]);
   /**
    * Commands in flight: target replica count per service, hostnames being killed, reset, settings,
    * weights per hostname, the engine being switched to, console commands, probe bursts, the
@@ -546,10 +552,13 @@ export class LabClient {
     this.probes = [];
     this.healthChanges = [];
     this.failures = [];
+    this.connections = [];
   }
 
   /** Keeps the health, load and failure events of a batch (bounded). */
   #keepEvents(batch: EventBatch): void {
+    const conns = batch.connections ?? [];
+    if (conns.length > 0) this.connections = bounded(this.connections, conns, MAX_CONNECTION_EVENTS);
     const failed = batch.requests.filter(isFailedRequest);
     if (failed.length > 0) this.failures = bounded(this.failures, failed, MAX_FAILURES);
     const health = batch.health ?? [];
@@ -587,6 +596,11 @@ export class LabClient {
     this.#logs = batch.logs.slice(-MAX_LOG_LINES);
     for (const l of this.#logListeners) l(this.#logs, { replay: true, dropped: batch.logsDropped });
     this.failures = batch.requests.filter(isFailedRequest).slice(-MAX_FAILURES);
+    // The history replaces what a previous connection kept (a reconnect sends it again).
+    this.probes = [];
+    this.healthChanges = [];
+    this.loadTicks = [];
+    this.loadResults = [];
     this.#keepEvents({ ...batch, requests: [] });
     for (const l of this.#batchListeners) l(batch, 'history');
   }
@@ -598,6 +612,7 @@ export class LabClient {
       this.probes = [];
       this.healthChanges = [];
       this.failures = [];
+      this.connections = [];
     }
     this.#keepEvents(batch);
     if (batch.requests.length > 0) {
