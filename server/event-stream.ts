@@ -9,6 +9,8 @@ import { BATCH_INTERVAL_MS, BATCH_MAX_LOGS, BATCH_MAX_REQUESTS, type EventBatch 
 /** Requests and log lines kept for the `history` message. */
 const HISTORY_REQUESTS = 300;
 const HISTORY_LOGS = 500;
+const HISTORY_HEALTH = 500;
+const HISTORY_LOAD = 200;
 
 /** A bounded FIFO: pushing past `max` drops the oldest. */
 class Ring<T> {
@@ -59,6 +61,8 @@ export class EventStream {
   // history for newcomers
   readonly #historyRequests = new Ring<RequestCompleted>(HISTORY_REQUESTS);
   readonly #historyLogs = new Ring<LogLine>(HISTORY_LOGS);
+  readonly #historyHealth = new Ring<EventBatch['health'][number]>(HISTORY_HEALTH);
+  readonly #historyLoad = new Ring<EventBatch['load'][number]>(HISTORY_LOAD);
 
   /**
    * @param send called with each batch, at most every BATCH_INTERVAL_MS (150 ms)
@@ -106,12 +110,14 @@ export class EventStream {
   }
 
   #healthEvent(e: EventBatch['health'][number]): void {
+    this.#historyHealth.push(e);
     // Ups and downs are always kept; probes are bounded like requests.
     if (e.type === 'changed' || this.#health.length < BATCH_MAX_REQUESTS) this.#health.push(e);
     this.#dirty = true;
   }
 
   #loadEvent(e: EventBatch['load'][number]): void {
+    this.#historyLoad.push(e);
     this.#load.push(e);
     this.#dirty = true;
   }
@@ -163,8 +169,8 @@ export class EventStream {
       logsDropped: 0,
       connections: [],
       replicas: [],
-      health: [],
-      load: [],
+      health: this.#historyHealth.values(),
+      load: this.#historyLoad.values(),
     };
   }
 
@@ -175,6 +181,8 @@ export class EventStream {
     this.#failed = 0;
     this.#byReplica = {};
     this.#historyRequests.clear();
+    this.#historyHealth.clear();
+    this.#historyLoad.clear();
     this.#dirty = true;
   }
 

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startLab, type RunningLab } from '../../server/compose.ts';
-import type { LabStatus, ProxyInfo } from '../../server/protocol.ts';
+import { io } from 'socket.io-client';
+import type { EventBatch, LabStatus, ProxyInfo } from '../../server/protocol.ts';
 import type { BurstResult, HashMovementResult } from '../../lab/experiments.ts';
 import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 
@@ -96,6 +97,19 @@ describe('settings', () => {
     expect(healthOf((await api('/api/status')).json)).toEqual([null, null, null]);
     expect(healthOf((await api('/api/settings', { settings: ['web_dynamic.healthcheck=on'] })).json)).toEqual([true, true, true]);
     expect(healthOf((await api('/api/settings', { settings: ['web_dynamic.healthcheck=off'] })).json)).toEqual([null, null, null]);
+  });
+
+  it('a page that connects later gets the recent health probes in its history', async () => {
+    await api('/api/settings', { settings: ['web_dynamic.healthcheck=on', 'web_dynamic.healthcheck.interval=200'] });
+    await lab.bus.once('healthcheck:probed');
+    const socket = io(lab.apiUrl, { auth: { token: lab.token }, transports: ['websocket'], reconnection: false, forceNew: true });
+    const history = await new Promise<EventBatch>((resolve, reject) => {
+      socket.on('history', resolve);
+      socket.on('connect_error', reject);
+    });
+    socket.close();
+    expect(history.health.some((e) => e.type === 'probed' && e.service === 'web_dynamic')).toBe(true);
+    await api('/api/settings', { settings: ['web_dynamic.healthcheck=off'] });
   });
 
   it('refuses a probe path that is not a URL path, and more than 100 requests', async () => {
