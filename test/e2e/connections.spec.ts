@@ -1,0 +1,91 @@
+/**
+ * Lessons 05 (keep-alive and idle timeouts) and 06 (the VIP pitfall) in a real Chromium against
+ * the real lab, on the embedded proxy: 6 requests on one connection draw one client lane and three
+ * backend lanes with dots; behind the VIP, 3 keep-alive clients x 10 requests land on one replica,
+ * spread with reuse off, and the lesson's check passes after the fix.
+ */
+import type { Page } from '@playwright/test';
+import { test, expect } from './lab-fixture.ts';
+import type { RunningLab } from './lab-fixture.ts';
+
+async function open(page: Page, lab: RunningLab, title: string, slug: string, folder: string) {
+  // The lab may already run these services (the set-up banner then stays away): reset to the
+  // lesson's own topology (lesson 06 adds the VIP) through the API, as "Set up this lesson" does.
+  const res = await fetch(`${lab.origin}/api/reset`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${lab.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ lesson: folder }),
+  });
+  expect(res.status, await res.clone().text()).toBe(200);
+  await page.goto(lab.url);
+  await expect(page.getByTestId('connection-state')).toHaveAttribute('data-state', 'ok');
+  await page.getByTestId('lesson-list').getByRole('link', { name: title }).click();
+  await expect(page).toHaveURL(new RegExp(`/lessons/${slug}$`));
+  await expect(page.getByTestId('lesson-setup')).toBeHidden({ timeout: 60_000 });
+  const list = page.locator('[data-testid=replica-list][data-service=web_dynamic]');
+  await expect(list.locator('[data-testid=replica-row][data-state=running]')).toHaveCount(3);
+}
+
+test('lesson 05: 6 requests on one connection: one client lane, three backend lanes with dots', async ({ page, lab }) => {
+  await open(page, lab, 'Keep-alive and idle timeouts', 'idle-timeouts', '05-idle-timeouts');
+  const client = page.getByTestId('keepalive-client');
+  await client.getByTestId('ka-reuse').click();
+  const burst = client.getByTestId('ka-burst').first();
+  await expect(burst).toHaveAttribute('data-ports', '1');
+  await expect(burst).toHaveAttribute('data-replicas', '3');
+
+  const timeline = page.getByTestId('connection-timeline');
+  const clientLanes = timeline.locator('[data-testid=conn-lane][data-hop=client-proxy]');
+  const backendLanes = timeline.locator('[data-testid=conn-lane][data-hop=proxy-backend]');
+  await expect(clientLanes).toHaveCount(1);
+  await expect(clientLanes.first()).toHaveAttribute('data-requests', '6');
+  await expect(clientLanes.first().getByTestId('conn-dot')).toHaveCount(6);
+  await expect(backendLanes).toHaveCount(3);
+  for (const lane of await backendLanes.all()) await expect(lane.getByTestId('conn-dot')).toHaveCount(2);
+  // The probe client hangs up after its burst; the backend connections stay in the proxy's pool.
+  await expect(clientLanes.first()).toHaveAttribute('data-closed-by', 'client');
+  await expect(timeline.locator('[data-testid=conn-lane][data-hop=proxy-backend][data-state=open]')).toHaveCount(3);
+
+  // The client idle timeout: 10 s, then the check holds a silent connection the proxy closes.
+  const settings = page.getByTestId('connection-settings');
+  await settings.getByTestId('set-client-idle').fill('10000');
+  await settings.getByTestId('apply-client-idle').click();
+  await expect(settings.getByTestId('settings-message')).toContainText('timeouts.clientIdle=10000');
+  await page.getByRole('button', { name: 'Hold a silent connection and check' }).click();
+  await expect(page.getByText('✓ Passed')).toBeVisible({ timeout: 40_000 });
+  await expect(timeline.locator('[data-testid=conn-lane][data-hop=client-proxy][data-closed-by=proxy]')).toHaveCount(1);
+  await timeline.screenshot({ path: 'test-results/connections-timeline05.png' });
+  await page.screenshot({ path: 'test-results/connections-lesson05.png', fullPage: true });
+});
+
+test('lesson 06: behind the VIP one replica serves all 30; reuse off spreads them; the check passes', async ({ page, lab }) => {
+  await open(page, lab, 'The VIP pitfall', 'vip-pitfall', '06-vip-pitfall');
+  const state = page.getByTestId('vip-state');
+  await expect(state).toHaveAttribute('data-vip', 'on');
+  const three = page.getByTestId('three-clients');
+  await three.getByTestId('three-run').click();
+  await expect(three.getByTestId('three-result')).toHaveCount(1, { timeout: 60_000 });
+  await expect(three.getByTestId('three-result').nth(0)).toHaveAttribute('data-distribution', '30/0/0');
+  const counts = await page
+    .locator('[data-testid=replica-list][data-service=web_dynamic] [data-testid=replica-row]')
+    .evaluateAll((rows) => rows.map((r) => r.textContent ?? ''));
+  expect(counts.length).toBe(3);
+  // One proxy -> VIP connection carried all 30 (the pool), bound to one replica behind the VIP.
+  const timeline = page.getByTestId('connection-timeline');
+  await expect(timeline.locator('[data-testid=conn-lane][data-hop=proxy-vip]')).toHaveCount(1);
+  await expect(timeline.locator('[data-testid=conn-lane][data-hop=proxy-vip]').getByTestId('conn-dot')).toHaveCount(30);
+  await timeline.screenshot({ path: 'test-results/connections-timeline06.png' });
+
+  await page.getByRole('button', { name: 'Check my lab' }).click();
+  await expect(page.getByText('✗ Not yet')).toBeVisible({ timeout: 60_000 });
+
+  await page.getByTestId('switch-reuse').uncheck();
+  await expect(state).toHaveAttribute('data-reuse', 'off');
+  await three.getByTestId('three-run').click();
+  await expect(three.getByTestId('three-result')).toHaveCount(2, { timeout: 60_000 });
+  await expect(three.getByTestId('three-result').nth(1)).toHaveAttribute('data-distribution', '10/10/10');
+
+  await page.getByRole('button', { name: 'Check my lab' }).click();
+  await expect(page.getByText('✓ Passed')).toBeVisible({ timeout: 60_000 });
+  await page.screenshot({ path: 'test-results/connections-lesson06.png', fullPage: true });
+});
