@@ -2,11 +2,24 @@
  * Lessons 05 (keep-alive and idle timeouts) and 06 (the VIP pitfall) in a real Chromium against
  * the real lab, on the embedded proxy: 6 requests on one connection draw one client lane and three
  * backend lanes with dots; behind the VIP, 3 keep-alive clients x 10 requests land on one replica,
- * spread with reuse off, and the lesson's check passes after the fix.
+ * spread with reuse off, and the lesson's check passes after the fix. On HAProxy (when installed):
+ * the 6 requests still reach 3 replicas over one client connection (a lane drawn from the requests:
+ * HAProxy does not report client connections), and behind the VIP each client stays on one replica
+ * for 9 or 10 of its 10 requests (http-reuse safe), 10/10/10 with reuse off.
  */
+import { execFileSync } from 'node:child_process';
 import type { Page } from '@playwright/test';
 import { test, expect } from './lab-fixture.ts';
 import type { RunningLab } from './lab-fixture.ts';
+
+function haproxyInstalled(): boolean {
+  try {
+    execFileSync('haproxy', ['-v'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 async function open(page: Page, lab: RunningLab, title: string, slug: string, folder: string) {
   // The lab may already run these services (the set-up banner then stays away): reset to the
@@ -88,4 +101,57 @@ test('lesson 06: behind the VIP one replica serves all 30; reuse off spreads the
   await page.getByRole('button', { name: 'Check my lab' }).click();
   await expect(page.getByText('✓ Passed')).toBeVisible({ timeout: 60_000 });
   await page.screenshot({ path: 'test-results/connections-lesson06.png', fullPage: true });
+});
+
+async function toHaproxy(page: Page) {
+  const selector = page.getByTestId('proxy-selector');
+  await selector.locator('[data-testid=proxy-option][data-driver=haproxy]').click();
+  await expect(selector).toHaveAttribute('data-driver', 'haproxy', { timeout: 60_000 });
+  const list = page.locator('[data-testid=replica-list][data-service=web_dynamic]');
+  await expect(list.locator('[data-testid=replica-row][data-state=running]')).toHaveCount(3);
+}
+
+test.describe('on HAProxy', () => {
+  test.skip(!haproxyInstalled(), 'haproxy is not installed (apt-get install haproxy)');
+
+  test('lesson 05: one client lane with 6 dots, the 6 requests over backend lanes to 3 replicas', async ({ page, lab }) => {
+    await open(page, lab, 'Keep-alive and idle timeouts', 'idle-timeouts', '05-idle-timeouts');
+    await toHaproxy(page);
+    const client = page.getByTestId('keepalive-client');
+    await client.getByTestId('ka-reuse').click();
+    const burst = client.getByTestId('ka-burst').first();
+    await expect(burst).toHaveAttribute('data-ports', '1');
+    await expect(burst).toHaveAttribute('data-replicas', '3');
+    const timeline = page.getByTestId('connection-timeline');
+    const clientLanes = timeline.locator('[data-testid=conn-lane][data-hop=client-proxy]');
+    await expect(clientLanes).toHaveCount(1);
+    await expect(clientLanes.first().getByTestId('conn-dot')).toHaveCount(6);
+    await expect(timeline.locator('[data-testid=conn-lane][data-hop=proxy-backend] [data-testid=conn-dot]')).toHaveCount(6);
+    await timeline.screenshot({ path: 'test-results/connections-timeline05-haproxy.png' });
+  });
+
+  test('lesson 06: behind the VIP each client stays (9 or 10 of 10) on one replica; reuse off spreads them; the check passes', async ({ page, lab }) => {
+    await open(page, lab, 'The VIP pitfall', 'vip-pitfall', '06-vip-pitfall');
+    await toHaproxy(page);
+    await expect(page.getByTestId('vip-state')).toHaveAttribute('data-vip', 'on');
+    const three = page.getByTestId('three-clients');
+    await three.getByTestId('three-run').click();
+    await expect(three.getByTestId('three-result')).toHaveCount(1, { timeout: 60_000 });
+    // HAProxy's default (http-reuse safe): each client's requests stay (at least 9 of 10) on one
+    // replica; never the 10/10/10 of per-request balancing within a client.
+    const perClient = await three.getByTestId('three-result').nth(0).getByTestId('three-client').evaluateAll((els) => els.map((e) => (e.getAttribute('data-served-by') ?? '').split(',')));
+    expect(perClient).toHaveLength(3);
+    for (const hosts of perClient) {
+      const top = Math.max(...[...new Set(hosts)].map((h) => hosts.filter((x) => x === h).length));
+      expect(top, JSON.stringify(perClient)).toBeGreaterThanOrEqual(9);
+    }
+    await page.getByTestId('switch-reuse').uncheck();
+    await expect(page.getByTestId('vip-state')).toHaveAttribute('data-reuse', 'off');
+    await three.getByTestId('three-run').click();
+    await expect(three.getByTestId('three-result')).toHaveCount(2, { timeout: 60_000 });
+    await expect(three.getByTestId('three-result').nth(1)).toHaveAttribute('data-distribution', '10/10/10');
+    await page.getByRole('button', { name: 'Check my lab' }).click();
+    await expect(page.getByText('✓ Passed')).toBeVisible({ timeout: 60_000 });
+    await three.screenshot({ path: 'test-results/connections-three-haproxy.png' });
+  });
 });
