@@ -67,6 +67,21 @@ test('lesson 05: 6 requests on one connection: one client lane, three backend la
   await page.getByRole('button', { name: 'Hold a silent connection and check' }).click();
   await expect(page.getByText('✓ Passed')).toBeVisible({ timeout: 40_000 });
   await expect(timeline.locator('[data-testid=conn-lane][data-hop=client-proxy][data-closed-by=proxy]')).toHaveCount(1);
+  // The backend keep-alive timeout, live (the replicas restart with it): 3 s after the burst, the
+  // replicas close their idle connections.
+  await settings.getByTestId('set-backend-keepalive').fill('3000');
+  await settings.getByTestId('apply-backend-keepalive').click();
+  await expect(settings.getByTestId('settings-message')).toContainText('backendKeepAlive=3000');
+  await expect(page.locator('[data-testid=replica-list][data-service=web_dynamic] [data-testid=replica-row][data-state=running]')).toHaveCount(3);
+  await client.getByTestId('ka-reuse').click();
+  await expect(client.getByTestId('ka-burst')).toHaveCount(2);
+  const fresh = await client.getByTestId('ka-burst').nth(1).getByTestId('ka-chip').evaluateAll((els) => [...new Set(els.map((e) => e.getAttribute('data-served-by') ?? ''))]);
+  expect(fresh).toHaveLength(3);
+  for (const host of fresh) {
+    const lane = timeline.locator(`[data-testid=conn-lane][data-hop=proxy-backend][data-replica="${host}"]`);
+    await expect(lane).toHaveCount(1);
+    await expect(lane).toHaveAttribute('data-closed-by', 'backend', { timeout: 15_000 });
+  }
   await timeline.screenshot({ path: 'test-results/connections-timeline05.png' });
   await page.screenshot({ path: 'test-results/connections-lesson05.png', fullPage: true });
 });
@@ -100,6 +115,22 @@ test('lesson 06: behind the VIP one replica serves all 30; reuse off spreads the
 
   await page.getByRole('button', { name: 'Check my lab' }).click();
   await expect(page.getByText('✓ Passed')).toBeVisible({ timeout: 60_000 });
+
+  // The other two fixes, one at a time.
+  await page.getByTestId('switch-reuse').check();
+  await expect(state).toHaveAttribute('data-reuse', 'on');
+  await page.getByTestId('switch-vip').uncheck();
+  await expect(state).toHaveAttribute('data-vip', 'off');
+  await three.getByTestId('three-run').click();
+  await expect(three.getByTestId('three-result')).toHaveCount(3, { timeout: 60_000 });
+  await expect(three.getByTestId('three-result').nth(2)).toHaveAttribute('data-distribution', '10/10/10');
+  await page.getByTestId('switch-vip').check();
+  await expect(state).toHaveAttribute('data-vip', 'on');
+  await page.getByTestId('switch-dnsrr').check();
+  await expect(state).toHaveAttribute('data-dnsrr', 'on');
+  await three.getByTestId('three-run').click();
+  await expect(three.getByTestId('three-result')).toHaveCount(4, { timeout: 60_000 });
+  await expect(three.getByTestId('three-result').nth(3)).toHaveAttribute('data-distribution', '10/10/10');
   await page.screenshot({ path: 'test-results/connections-lesson06.png', fullPage: true });
 });
 
