@@ -164,8 +164,11 @@ const vipSpread: LessonCheck = {
     const byReplica = names.map((n) => all.filter((h) => h === n).length);
     const shown = `${byReplica.join('/')} over ${names.join(', ')}`;
     if (new Set(all).size === 1) return { ok: false, message: `One replica served all 30 requests (${shown}): the connection to the VIP pins them.` };
-    const pinned = perClient.filter((h) => new Set(h).size === 1).length;
-    if (pinned > 0) return { ok: false, message: `${pinned} of 3 client connections stayed on one replica (${shown}): requests are not balanced one by one.` };
+    // Balanced one by one, 10 requests over 2+ replicas put at most 5 on one; a connection pinned
+    // after its first request (HAProxy's http-reuse safe behind a VIP: 1 + 9) puts 9 there.
+    const mostOnOne = (h: string[]) => Math.max(...[...new Set(h)].map((x) => h.filter((y) => y === x).length));
+    const pinned = perClient.filter((h) => mostOnOne(h) >= 8).length;
+    if (pinned > 0) return { ok: false, message: `${pinned} of 3 client connections stayed (almost) on one replica (${shown}): requests are not balanced one by one.` };
     return { ok: true, message: `The 30 requests spread: ${shown}; every client connection reached several replicas.` };
   },
 };

@@ -176,6 +176,9 @@ test.describe('on HAProxy', () => {
       const top = Math.max(...[...new Set(hosts)].map((h) => hosts.filter((x) => x === h).length));
       expect(top, JSON.stringify(perClient)).toBeGreaterThanOrEqual(9);
     }
+    // Pinned per client connection is not balanced either: the check says so before the fix.
+    await page.getByRole('button', { name: 'Check my lab' }).click();
+    await expect(page.getByText('✗ Not yet')).toBeVisible({ timeout: 60_000 });
     await page.getByTestId('switch-reuse').uncheck();
     await expect(page.getByTestId('vip-state')).toHaveAttribute('data-reuse', 'off');
     await three.getByTestId('three-run').click();
