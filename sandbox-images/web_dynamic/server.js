@@ -3,6 +3,8 @@
 //
 //   GET /        -> 200 { hostname, instanceId, joke, at }
 //   GET /health  -> 200 { status: "ok" }
+//   WS  /ws/echo -> a WebSocket (the `ws` package): on open it sends { hostname, instanceId },
+//                   then answers each message with { hostname, echo } (the message's text)
 //   every response carries `X-Served-By: <hostname>`
 //
 // Environment:
@@ -33,6 +35,7 @@ import morgan from 'morgan';
 import { accessLogFormat } from '../shared/access-log.js';
 import { Faults } from '../shared/faults.js';
 import { isEntryPoint, serve } from '../shared/serve.js';
+import { WebSocketServer } from 'ws';
 
 /** Programming jokes; one is picked per request. */
 export const JOKES = [
@@ -100,9 +103,49 @@ export function createApp({ hostname, instanceId = crypto.randomUUID(), log = tr
   return app;
 }
 
+/**
+ * Serves the WebSocket echo at `/ws/echo` on `server` (its 'upgrade' event); other upgrade paths
+ * get a 404 and a closed socket. On open the client gets `{"hostname","instanceId"}`, then each
+ * message comes back as `{"hostname","echo"}`. Exported so tests can attach it to any server.
+ * @param {import('node:http').Server} server
+ * @param {{ hostname: string, instanceId: string }} who
+ * @returns {import('ws').WebSocketServer}
+ */
+export function attachWebSocketEcho(server, { hostname, instanceId }) {
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/ws/echo') {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.send(JSON.stringify({ hostname, instanceId }));
+      ws.on('message', (data) => ws.send(JSON.stringify({ hostname, echo: data.toString() })));
+    });
+  });
+  return wss;
+}
+
 /** Starts the server from the environment (../shared/serve.js); see the header comment. */
 function main() {
-  serve({ createApp: ({ hostname, faults }) => createApp({ hostname, faults }) });
+  const instanceId = crypto.randomUUID();
+  let who = { hostname: '', instanceId };
+  /** @type {import('ws').WebSocketServer | undefined} */
+  let wss;
+  serve({
+    createApp: ({ hostname, faults }) => {
+      who = { hostname, instanceId };
+      return createApp({ hostname, instanceId, faults });
+    },
+    configure: (server) => {
+      wss = attachWebSocketEcho(server, who);
+    },
+    // server.close() waits for every connection, the upgraded ones too: close the WebSockets (1001).
+    onShutdown: () => {
+      for (const ws of wss?.clients ?? []) ws.close(1001, 'server shutting down');
+    },
+  });
 }
 
 // Run only as the entry point (`node server.js`), not when a test imports createApp.

@@ -71,3 +71,37 @@ describe('web_dynamic process', () => {
     }
   });
 });
+
+describe('web_dynamic WebSocket echo', () => {
+  test('/ws/echo: a hello naming the replica, then each message echoed with the hostname; SIGTERM closes it (1001), exit 0', async () => {
+    const { WebSocket } = await import('ws');
+    const p = await startProcess(ENTRY, { LAB_HOSTNAME: 'web_dynamic-ws' });
+    try {
+      const ws = new WebSocket(`ws://127.0.0.1:${p.port}/ws/echo`);
+      const messages: Array<Record<string, string>> = [];
+      const closed = new Promise<number>((resolve) => ws.on('close', (code) => resolve(code)));
+      const got = (n: number) =>
+        new Promise<void>((resolve) => {
+          const check = () => (messages.length >= n ? resolve() : setTimeout(check, 10));
+          check();
+        });
+      ws.on('message', (data) => messages.push(JSON.parse(data.toString()) as Record<string, string>));
+      await new Promise((resolve, reject) => ws.on('open', resolve).on('error', reject));
+      await got(1);
+      expect(messages[0]).toMatchObject({ hostname: 'web_dynamic-ws' });
+      expect(messages[0]!.instanceId).toMatch(/^[0-9a-f-]{36}$/);
+      ws.send('one');
+      ws.send('two');
+      await got(3);
+      expect(messages.slice(1)).toEqual([
+        { hostname: 'web_dynamic-ws', echo: 'one' },
+        { hostname: 'web_dynamic-ws', echo: 'two' },
+      ]);
+      p.child.kill('SIGTERM');
+      expect(await closed).toBe(1001);
+      expect(await p.exited).toEqual({ code: 0, signal: null });
+    } finally {
+      await ended(p);
+    }
+  });
+});
