@@ -19,6 +19,7 @@ import type { LessonInfo } from './lessons.ts';
 import { CHECKS } from '../lab/checks.ts';
 import { BurstRequest, HashMovementRequest, measureHashMovement, runBurst } from '../lab/experiments.ts';
 import type { ProxyInfo } from './protocol.ts';
+import { CAPTURE_MAX_SECONDS, type Capture } from '../lab/capture.ts';
 
 export interface LabServerOptions {
   lab: Lab;
@@ -33,6 +34,8 @@ export interface LabServerOptions {
   lessons?: LessonInfo[];
   /** The proxy engines and whether each can run here. */
   proxies?: () => Promise<ProxyInfo[]>;
+  /** Packet capture (tcpdump) of the proxy's and replicas' ports; without it the routes say it is off. */
+  capture?: Capture;
 }
 
 export interface LabServer {
@@ -61,6 +64,10 @@ const RuntimeBody = z.strictObject(
 const RedeployBody = z.strictObject(
   { strategy: z.enum(['naive', 'drain'], { error: 'strategy must be naive or drain' }) },
   { error: 'body must be {"strategy": "naive" | "drain"}' },
+);
+const CaptureStartBody = z.strictObject(
+  { seconds: z.number({ error: `seconds must be a number from 1 to ${CAPTURE_MAX_SECONDS}` }).int(`seconds must be a whole number from 1 to ${CAPTURE_MAX_SECONDS}`).min(1, `seconds must be from 1 to ${CAPTURE_MAX_SECONDS}`).max(CAPTURE_MAX_SECONDS, `seconds must be from 1 to ${CAPTURE_MAX_SECONDS}`).optional() },
+  { error: `body must be {} or {"seconds": <1..${CAPTURE_MAX_SECONDS}>}` },
 );
 const ReplicaName = z
   .string()
@@ -241,6 +248,47 @@ export function createLabServer(o: LabServerOptions): LabServer {
     res.json({ output: await o.lab.runtimeCommand(command) });
   });
 
+  const capture = (): Capture => {
+    if (!o.capture) throw new LabError('Packet capture is not set up in this lab server.', 'conflict');
+    return o.capture;
+  };
+  /** The proxy's port, every replica's port and every VIP's port: the lesson's traffic. */
+  const capturePorts = (): number[] => {
+    const status = o.lab.status();
+    const ports = [status.proxy.port];
+    for (const s of status.services) {
+      for (const r of s.instances) if (r.port) ports.push(r.port);
+      const vipPort = s.vip ? Number(s.vip.split(':').at(-1)) : NaN;
+      if (Number.isInteger(vipPort)) ports.push(vipPort);
+    }
+    return ports;
+  };
+
+  api.get('/capture', (_req, res) => {
+    if (!o.capture) {
+      res.json({ available: false, reason: 'Packet capture is not set up in this lab server.', running: false, ports: [], startedAt: null, seconds: null, fileBytes: null, endedBy: null });
+      return;
+    }
+    res.json(o.capture.state());
+  });
+
+  api.post('/capture/start', async (req, res) => {
+    const { seconds } = parse(CaptureStartBody, req.body ?? {});
+    res.json(await capture().start(capturePorts(), seconds));
+  });
+
+  api.post('/capture/stop', async (_req, res) => {
+    res.json(await capture().stop());
+  });
+
+  api.get('/capture/file', (_req, res) => {
+    const c = capture();
+    if (c.fileBytes() === null) throw new LabError('No capture recorded yet: press Record, then Stop.', 'not-found');
+    if (c.running) throw new LabError('The capture is still recording: stop it before downloading.', 'conflict');
+    res.setHeader('cache-control', 'no-store');
+    res.download(c.file, `balancer-lab-${new Date().toISOString().replace(/[:.]/g, '-')}.pcap`, { headers: { 'content-type': 'application/vnd.tcpdump.pcap' } });
+  });
+
   api.use((req, res) => {
     res.status(404).json({ error: `No such command: ${req.method} /api${req.path.slice(0, 100)}` });
   });
@@ -322,6 +370,7 @@ export function createLabServer(o: LabServerOptions): LabServer {
       });
     },
     async close() {
+      await o.capture?.close().catch(() => undefined);
       stream.close();
       await new Promise<void>((resolve) => {
         io.close(() => resolve());

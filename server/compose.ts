@@ -3,6 +3,7 @@
  * through the lab server. Nothing else constructs dependencies.
  */
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { EventBus } from '../lab/events.ts';
 import { Lab } from '../lab/lab.ts';
 import { ProcessRuntime } from '../lab/runtime/process-runtime.ts';
@@ -10,6 +11,7 @@ import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
 import { HaproxyDriver } from '../lab/proxy/haproxy/haproxy-driver.ts';
 import type { Topology } from '../lab/topology.ts';
 import { createLabServer } from './app.ts';
+import { Capture } from '../lab/capture.ts';
 import { WEB_DIST } from './build-web.ts';
 import { loadLessons } from './lessons.ts';
 import { proxyAvailability, proxyFactory } from './proxies.ts';
@@ -73,6 +75,7 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
     staticDir: config.staticDir ?? WEB_DIST,
     lessons,
     proxies: proxyAvailability,
+    capture: new Capture({ dir: path.join(config.stateDir, 'capture') }),
   });
 
   let port = 0;

@@ -22,6 +22,10 @@
  *   POST /api/load {rate, seconds, path, timeoutMs} -> {runId} (events load:ticked / load:finished)
  *   POST /api/load/stop                       -> {stopped: boolean}
  *   POST /api/checks/:id                      -> {id, title, ok, message} (a lesson check, lab/checks.ts)
+ *   GET  /api/capture                         -> CaptureState (available or the reason, running, last file size)
+ *   POST /api/capture/start {seconds?: 1..300} -> CaptureState (tcpdump on the proxy's and replicas' ports; 409 when unavailable or already recording)
+ *   POST /api/capture/stop                    -> CaptureState (409 when not recording)
+ *   GET  /api/capture/file                    -> the .pcap (Content-Disposition: attachment; 404 none yet, 409 still recording)
  *
  * socket.io (connect with `auth: { token }`): the server sends
  *   `status`  LabStatus        on connect and whenever it changes
@@ -75,3 +79,4 @@ export interface ProxyInfo {
 }
 
 export type { LabStatus };
+export type { CaptureState } from '../lab/capture.ts';
