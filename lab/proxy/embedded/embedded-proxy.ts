@@ -62,6 +62,13 @@
  * on, `request:completed.stickyCookie` is the whole `Set-Cookie` value the proxy wrote
  * (`_1d52e=3f9a0c1b2d4e5f60; Path=/`), or, when the request's cookie was honoured and nothing was
  * written, that cookie as `name=value` (`_1d52e=3f9a0c1b2d4e5f60`: no `;`).
+ *
+ * WebSockets (an `Upgrade: websocket` request, as Traefik proxies them): the same routing,
+ * StripPrefix and balancing as a request (sticky cookie written on the 101, header hash), 404 /
+ * 503 / 502 answered the same way before the upgrade. The upgrade is one `request:completed`
+ * (status 101, emitted when the backend switches protocols); the tunnel's life is its two
+ * connections (`connection:opened` / `connection:closed`). A WebSocket stays on the replica it was
+ * upgraded on until it closes; stop() closes it.
  */
 import http from 'node:http';
 import net from 'node:net';
@@ -442,6 +449,15 @@ export class EmbeddedProxy implements ProxyDriver {
   #stopped: Promise<void> | null = null;
   #port: number | null = null;
   #requestSeq = 0;
+  /** WebSocket upgrades on their way to the backend (until their request:completed). */
+  #wsStates = new Map<
+    http.IncomingMessage,
+    {
+      st: RequestState;
+      onUpgraded: (proxyRes: http.IncomingMessage, proxySocket: Duplex) => void;
+      onResponse: (proxyRes: http.IncomingMessage) => void;
+    }
+  >();
   #clientSeq = 0;
   #upstreamSeq = 0;
 
@@ -463,6 +479,14 @@ export class EmbeddedProxy implements ProxyDriver {
       if (st) st.proxyReq = proxyReq;
     });
     this.#proxy.on('proxyRes', (proxyRes, req, res) => this.#onProxyRes(proxyRes, req, res));
+    // WebSocket upgrades: listeners on the backend request before http-proxy-3's own (they run first).
+    this.#proxy.on('proxyReqWs', (proxyReq: http.ClientRequest, req: http.IncomingMessage) => {
+      const ws = this.#wsStates.get(req);
+      if (!ws) return;
+      ws.st.proxyReq = proxyReq;
+      proxyReq.on('upgrade', (proxyRes: http.IncomingMessage, proxySocket: Duplex) => ws.onUpgraded(proxyRes, proxySocket));
+      proxyReq.on('response', (proxyRes: http.IncomingMessage) => ws.onResponse(proxyRes));
+    });
     // Errors go to the per-call callback; this only keeps a stray one from crashing the lab.
     this.#proxy.on('error', () => {});
   }
@@ -578,6 +602,7 @@ export class EmbeddedProxy implements ProxyDriver {
     server.keepAliveTimeout = 0;
     server.on('connection', (socket: net.Socket) => this.#onClientConnection(socket));
     server.on('request', (req, res) => this.#onRequest(req, res));
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket as net.Socket, head));
     const { host, port } = config.entrypoint;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
@@ -1148,6 +1173,150 @@ export class EmbeddedProxy implements ProxyDriver {
       }
     }
     this.#forward(req, res, st, server);
+  }
+
+  /**
+   * A WebSocket upgrade: routed and balanced like a request (see the module comment), then tunnelled
+   * by http-proxy-3's ws(). Its `request:completed` comes with the 101 (or the error / non-101 answer).
+   */
+  #onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const clientInfo = this.#conns.get(socket);
+    const st: RequestState = {
+      id: ++this.#requestSeq,
+      at: Date.now(),
+      t0: performance.now(),
+      method: req.method ?? 'GET',
+      path: req.url ?? '/',
+      clientIp: socket.remoteAddress ?? '-',
+      clientConnId: clientInfo?.id ?? '?',
+      router: null,
+      service: null,
+      server: null,
+      inflightOn: null,
+      proxyReq: null,
+      upstreamConnId: null,
+      servedBy: null,
+      bytes: 0,
+      replayed: false,
+      cookie: req.headers.cookie,
+      hashKey: undefined,
+      tries: 1,
+      attempt: 1,
+      failed: new Set(),
+      retried: false,
+      body: null,
+      done: false,
+    };
+    if (clientInfo) {
+      // The connection now carries the tunnel: never idle, no idle timeout.
+      clientInfo.idle = false;
+      clientInfo.active++;
+    }
+    socket.setTimeout(0);
+    socket.on('error', () => {});
+    let status = 0;
+    const finish = (code: number, error?: string) => {
+      if (st.done) return;
+      status = code;
+      if (error !== undefined) st.error = error;
+      this.#completeUpgrade(req, st, status);
+    };
+    const answer = (code: number, text: string, body: string) => {
+      const buf = Buffer.from(body, 'utf8');
+      st.bytes = buf.length;
+      if (!socket.destroyed) {
+        socket.end(
+          `HTTP/1.1 ${code} ${text}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n` +
+            (st.setCookie ? `Set-Cookie: ${st.setCookie}\r\n` : '') +
+            `Content-Length: ${buf.length}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      }
+      finish(code);
+    };
+    const routing = this.#routing;
+    const router = routing && !this.#stopping ? matchRouter(routing.config, req.headers.host, st.path) : null;
+    if (!routing || !router) return answer(404, 'Not Found', '404 page not found\n');
+    st.router = router;
+    st.service = router.service;
+    const service = routing.services.get(router.service);
+    if (!service) return answer(404, 'Not Found', '404 page not found\n');
+    const hashed = service.hashHeader ? req.headers[service.hashHeader] : undefined;
+    const hashKey = Array.isArray(hashed) ? hashed.join(', ') : hashed;
+    st.hashKey = hashKey?.trim() ? hashKey : undefined;
+    const picked = this.#pick(service, st);
+    if (!picked) return answer(503, 'Service Unavailable', 'no available server\n');
+    this.#assign(st, picked);
+    const server = picked.server.data;
+    // Connection and Upgrade stay: they are the upgrade. The other hop-by-hop headers go.
+    for (const h of [...HOP_BY_HOP_REQUEST.filter((h) => h !== 'upgrade'), ...UNTRUSTED_FORWARDED]) delete req.headers[h];
+    req.headers['x-real-ip'] = st.clientIp;
+    if (router.stripPrefix) {
+      const stripped = stripPath(router, st.path);
+      if (stripped !== st.path) {
+        req.url = stripped;
+        req.headers['x-forwarded-prefix'] = router.pathPrefix;
+      }
+    }
+    this.#wsStates.set(req, { st, onUpgraded: (proxyRes, proxySocket) => {
+      if (st.setCookie) proxyRes.headers['set-cookie'] = [st.setCookie, ...(proxyRes.headers['set-cookie'] ?? [])];
+      const upstream = this.#conns.get(proxySocket as net.Socket);
+      st.upstreamConnId = upstream?.id ?? null;
+      if (upstream) upstream.idle = false;
+      (proxySocket as net.Socket).setTimeout(0);
+      const servedBy = proxyRes.headers['x-served-by'];
+      st.servedBy = typeof servedBy === 'string' ? servedBy : null;
+      finish(101);
+    }, onResponse: (proxyRes) => {
+      st.upstreamConnId = this.#conns.get(proxyRes.socket)?.id ?? null;
+      const servedBy = proxyRes.headers['x-served-by'];
+      st.servedBy = typeof servedBy === 'string' ? servedBy : null;
+      proxyRes.on('data', (chunk: Buffer) => (st.bytes += chunk.length));
+      proxyRes.on('end', () => finish(proxyRes.statusCode ?? 502));
+      proxyRes.on('close', () => finish(proxyRes.statusCode ?? 502));
+    } });
+    socket.once('close', () => finish(499, this.#stopping ? 'proxy stopped' : 'client closed request'));
+    this.#proxy.ws(req, socket, head, { target: server.url, agent: server.agent }, (err) => {
+      if (st.done) return; // the tunnel ended with an error after the upgrade: its connections say so
+      const code = errCode(err);
+      const upstream = st.proxyReq?.socket ? this.#conns.get(st.proxyReq.socket) : undefined;
+      st.upstreamConnId = upstream?.id ?? null;
+      st.error = code;
+      const gw = code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT' ? 504 : 502;
+      answer(gw, gw === 504 ? 'Gateway Timeout' : 'Bad Gateway', gw === 504 ? 'Gateway Timeout' : 'Bad Gateway');
+    });
+  }
+
+  /** request:completed and the access log line for a WebSocket upgrade (status 101 when it succeeded). */
+  #completeUpgrade(req: http.IncomingMessage, st: RequestState, status: number): void {
+    if (st.done) return;
+    st.done = true;
+    this.#wsStates.delete(req);
+    const ms = Math.round((performance.now() - st.t0) * 10) / 10;
+    const server = st.server;
+    this.#bus.emit('request:completed', {
+      id: st.id,
+      at: st.at,
+      method: st.method,
+      path: st.path,
+      router: st.router?.name ?? null,
+      service: st.service,
+      replica: server?.vip ? st.servedBy : (server?.name ?? null),
+      hostname: st.servedBy ?? (st.upstreamConnId && server ? server.name : null),
+      status,
+      ms,
+      clientConnId: st.clientConnId,
+      upstreamConnId: st.upstreamConnId,
+      ...(st.stickyCookie !== undefined ? { stickyCookie: st.stickyCookie } : {}),
+      ...(st.error !== undefined ? { error: st.error } : {}),
+    });
+    const referer = req.headers.referer;
+    const ua = req.headers['user-agent'];
+    const text =
+      `${st.clientIp} - - [${clfTimestamp(st.at)}] "${st.method} ${st.path} HTTP/${req.httpVersion}" ` +
+      `${status} ${st.bytes} ${quoted(referer)} ${quoted(ua)} ${st.id} ` +
+      `${quoted(st.router?.name)} ${quoted(server?.url)} ${Math.round(ms)}ms`;
+    this.#bus.emit('log:line', { source: 'proxy', stream: 'access', text, at: Date.now() });
+    this.#release(st);
   }
 
   /** The balancer's pick for a request, among the usable servers not failed by an earlier try. */

@@ -76,6 +76,9 @@ export const DEFAULT_HARD_STOP_AFTER_S = 15;
  * Timeouts of the `defaults` section, chosen to match the embedded proxy (Traefik's defaults):
  * idle client connections closed after 180 s (Traefik's entrypoint idleTimeout), no practical
  * limit on a slow backend answer (Traefik has none; HAProxy needs one), 5 s to connect.
+ * `tunnel`: once a WebSocket is upgraded (HAProxy tunnels it in http mode out of the box) this
+ * replaces `timeout client`/`server` for it: an idle WebSocket lives 1 h, not the entrypoint's idle
+ * timeout (Traefik's hijacked connections have no deadline; lesson 05 sets clientIdle to 1 s).
  */
 export const HAPROXY_TIMEOUTS = {
   connect: '5s',
@@ -83,6 +86,7 @@ export const HAPROXY_TIMEOUTS = {
   server: '180s',
   'http-keep-alive': '180s',
   'http-request': '60s',
+  tunnel: '3600s',
 } as const;
 
 /** The response header captured into every log line: the replica that answered. */
