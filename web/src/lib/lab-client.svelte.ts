@@ -9,7 +9,7 @@
  */
 import { getContext, setContext } from 'svelte';
 import { io, type Socket } from 'socket.io-client';
-import type { EventBatch, LabStatus, ProxyInfo } from '../../../server/protocol.ts';
+import type { CaptureState, EventBatch, LabStatus, ProxyInfo } from '../../../server/protocol.ts';
 import type { LoadFinished, LoadTicked, LogLine, RequestCompleted } from '../../../lab/events.ts';
 import type { BurstRequest, BurstResult, HashMovementRequest, HashMovementResult } from '../../../lab/experiments.ts';
 import type { LoadRequest } from '../../../lab/load.ts';
@@ -40,7 +40,7 @@ export type Result<T> = ({ ok: true } & T) | { ok: false; error: string };
 export type DriverName = ProxyInfo['name'];
 /** A probe burst as the page asks for it (the server fills in defaults). */
 export type Burst = Partial<BurstRequest>;
-export type { BurstResult, HashMovementResult, ProxyInfo };
+export type { BurstResult, CaptureState, HashMovementResult, ProxyInfo };
 /** The hash-movement experiment: `type` is required, the rest defaults on the server. */
 export type HashMovementAsk = Pick<HashMovementRequest, 'type'> & Partial<Omit<HashMovementRequest, 'type'>>;
 /**
@@ -454,6 +454,55 @@ export class LabClient {
     } finally {
       delete this.busy.check[id];
     }
+  }
+
+  /** GET /api/capture: whether tcpdump can run here (else the reason), whether it records, the last file's size. */
+  async captureState(): Promise<Result<{ capture: CaptureState }>> {
+    const r = await this.#request<CaptureState>('GET', '/api/capture');
+    return r.ok ? { ok: true, capture: r.data } : r;
+  }
+
+  /** POST /api/capture/start: records the proxy's and replicas' ports for at most `seconds`. */
+  async startCapture(seconds?: number): Promise<Result<{ capture: CaptureState }>> {
+    const r = await this.#request<CaptureState>('POST', '/api/capture/start', seconds === undefined ? {} : { seconds });
+    return r.ok ? { ok: true, capture: r.data } : r;
+  }
+
+  /** POST /api/capture/stop. */
+  async stopCapture(): Promise<Result<{ capture: CaptureState }>> {
+    const r = await this.#request<CaptureState>('POST', '/api/capture/stop', {});
+    return r.ok ? { ok: true, capture: r.data } : r;
+  }
+
+  /**
+   * GET /api/capture/file with the token (a plain link could not send it): the .pcap as a Blob and
+   * the file name from Content-Disposition; the caller saves it through a Blob URL.
+   */
+  async downloadCapture(): Promise<Result<{ blob: Blob; filename: string }>> {
+    if (!this.#token) return this.#fail('This page has no lab token. Open the URL the lab printed when it started.');
+    let res: Response;
+    try {
+      res = await fetch(this.#baseUrl + '/api/capture/file', {
+        headers: { Authorization: `Bearer ${this.#token}` },
+        credentials: 'omit',
+        cache: 'no-store',
+      });
+    } catch {
+      return this.#fail('Cannot reach the lab server (is `npm start` still running?).');
+    }
+    if (!res.ok) {
+      let data: unknown = null;
+      try {
+        data = await res.json();
+      } catch {
+        // not JSON
+      }
+      if (res.status === 401) this.#rejectToken();
+      return this.#fail(errorSentence(data) ?? `The lab answered ${res.status} ${res.statusText}.`);
+    }
+    const disposition = res.headers.get('content-disposition') ?? '';
+    const filename = /filename="?([^";]+)"?/.exec(disposition)?.[1] ?? 'balancer-lab.pcap';
+    return { ok: true, blob: await res.blob(), filename };
   }
 
   clearError(): void {
