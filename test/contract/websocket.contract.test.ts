@@ -4,7 +4,9 @@
  * one WebSocket stays on one replica for its whole life, while plain requests on one keep-alive
  * connection rotate; with `algorithm=hash` on X-Session-ID two WebSockets with the same header land
  * on the same replica. The upgrade is a request:completed with status 101 naming the replica. An
- * idle WebSocket outlives the entrypoint idle timeout (HAProxy: `timeout tunnel`).
+ * idle WebSocket outlives the entrypoint idle timeout (HAProxy: `timeout tunnel`). A settings
+ * change leaves it alone on the embedded proxy; HAProxy reloads, and its old process cuts the
+ * WebSocket at `hard-stop-after` (15 s).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -157,6 +159,31 @@ for (const engine of ENGINES) {
         sock.ws.send('still here');
         await sock.until(2);
         expect(sock.messages[1]).toEqual({ hostname: sock.messages[0]!.hostname, echo: 'still here' });
+      } finally {
+        await sock.close();
+      }
+    }, 60_000);
+
+    it(engine.name === 'embedded'
+      ? 'a settings change (apply) leaves an open WebSocket alone'
+      : 'a settings change reloads HAProxy: the old process cuts an open WebSocket at hard-stop-after (15 s)', async () => {
+      await lab.reset(topology());
+      const sock = await openWs(`ws://127.0.0.1:${port}/api/ws/echo`);
+      const t0 = Date.now();
+      const closed = new Promise<number>((resolve) => sock.ws.once('close', () => resolve(Date.now() - t0)));
+      try {
+        await sock.until(1);
+        await lab.configure(['timeouts.clientIdle=5000']);
+        if (engine.name === 'embedded') {
+          await new Promise((r) => setTimeout(r, 1500));
+          sock.ws.send('after apply');
+          await sock.until(2);
+          expect(sock.messages[1]).toEqual({ hostname: sock.messages[0]!.hostname, echo: 'after apply' });
+        } else {
+          const ms = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(-1), 20_000))]);
+          expect(ms).toBeGreaterThan(13_000);
+          expect(ms).toBeLessThan(18_000);
+        }
       } finally {
         await sock.close();
       }
