@@ -21,6 +21,12 @@ export const BurstRequest = z.strictObject({
   cookies: z.boolean().default(false),
   /** One keep-alive connection for the whole burst, or a new connection per request. */
   connection: z.enum(['reuse', 'new']).default('reuse'),
+  /**
+   * With connection `reuse`: keep the connection open after the burst and use it for the next
+   * `keep` burst, like a long-lived HttpClient, until the proxy closes it when idle (the lesson on
+   * idle timeouts watches that close). Without it the client hangs up after its burst.
+   */
+  keep: z.boolean().default(false),
   /** Send this value as the header `headerName` on every request (e.g. X-Session-ID: alice). */
   header: z.strictObject({ name: HeaderName, value: z.string().max(100).regex(/^[\x20-\x7e]*$/, 'header value must be printable ASCII') }).optional(),
 });
@@ -38,9 +44,10 @@ export interface BurstResult {
 /**
  * Sends `count` sequential GETs to the proxy and reports who answered each.
  * @param proxyBase e.g. http://127.0.0.1:8080 (always the lab's own proxy)
+ * @param kept a client to use and leave open (for `keep` bursts); otherwise a new one, closed after.
  */
-export async function runBurst(proxyBase: string, req: BurstRequest): Promise<BurstResult[]> {
-  const probe = new ProbeClient({ baseUrl: proxyBase, connection: req.connection, cookies: req.cookies });
+export async function runBurst(proxyBase: string, req: BurstRequest, kept?: ProbeClient): Promise<BurstResult[]> {
+  const probe = kept ?? new ProbeClient({ baseUrl: proxyBase, connection: req.connection, cookies: req.cookies });
   const results: BurstResult[] = [];
   try {
     for (let i = 0; i < req.count; i++) {
@@ -49,7 +56,7 @@ export async function runBurst(proxyBase: string, req: BurstRequest): Promise<Bu
       results.push({ status: res.status, servedBy: res.servedBy, setCookie: sc ? [sc].flat() : [], localPort: res.localPort });
     }
   } finally {
-    probe.close();
+    if (!kept) probe.close();
   }
   return results;
 }

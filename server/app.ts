@@ -13,6 +13,7 @@ import { z } from 'zod';
 import type { EventBus } from '../lab/events.ts';
 import { LabError, type Lab } from '../lab/lab.ts';
 import { LoadRequest, LoadRun } from '../lab/load.ts';
+import { ProbeClient } from '../lab/probe-client.ts';
 import { DriverName, ReplicaCount } from '../lab/topology.ts';
 import { EventStream } from './event-stream.ts';
 import type { LessonInfo } from './lessons.ts';
@@ -233,10 +234,24 @@ export function createLabServer(o: LabServerOptions): LabServer {
     res.json({ id: check.id, title: check.title, ...(await check.run({ proxyBase: `http://127.0.0.1:${status.proxy.port}`, status })) });
   });
 
+  /** The keep-alive client `keep` bursts share, with the proxy port it talks to. */
+  let kept: { client: ProbeClient; base: string } | null = null;
   api.post('/probe', async (req, res) => {
     const burst = parse(BurstRequest, req.body ?? {});
+    if (burst.keep && (burst.connection !== 'reuse' || burst.cookies || burst.header)) {
+      throw new LabError('keep goes with connection "reuse" only, without cookies or a header.', 'bad-request');
+    }
     // Always the lab's own proxy: the probe cannot be pointed elsewhere.
-    res.json({ results: await runBurst(`http://127.0.0.1:${o.lab.status().proxy.port}`, burst) });
+    const base = `http://127.0.0.1:${o.lab.status().proxy.port}`;
+    if (!burst.keep) {
+      res.json({ results: await runBurst(base, burst) });
+      return;
+    }
+    if (!kept || kept.base !== base) {
+      kept?.client.close();
+      kept = { client: new ProbeClient({ baseUrl: base, connection: 'reuse' }), base };
+    }
+    res.json({ results: await runBurst(base, burst, kept.client) });
   });
 
   api.post('/experiments/hash-movement', async (req, res) => {
@@ -370,6 +385,7 @@ export function createLabServer(o: LabServerOptions): LabServer {
       });
     },
     async close() {
+      kept?.client.close();
       await o.capture?.close().catch(() => undefined);
       stream.close();
       await new Promise<void>((resolve) => {

@@ -112,6 +112,23 @@ describe('settings', () => {
     await api('/api/settings', { settings: ['web_dynamic.healthcheck=off'] });
   });
 
+  it('keep: bursts share one client connection until the proxy closes it after the client idle timeout', async () => {
+    expect((await api('/api/settings', { settings: ['timeouts.clientIdle=1000'] })).status).toBe(200);
+    const a = await burst({ path: '/api/', count: 3, connection: 'reuse', keep: true });
+    const b = await burst({ path: '/api/', count: 3, connection: 'reuse', keep: true });
+    const ports = new Set([...a.json.results, ...b.json.results].map((r) => r.localPort));
+    expect(ports.size).toBe(1);
+    const port = a.json.results[0].localPort;
+    const closed = await lab.bus.once('connection:closed', (c) => c.hop === 'client-proxy' && (c.local.endsWith(`:${port}`) || c.remote.endsWith(`:${port}`)));
+    expect(closed.closedBy).toBe('proxy');
+    expect(closed.reason).toMatch(/idle/);
+    // the next keep burst opens a new connection
+    const c = await burst({ path: '/api/', count: 1, connection: 'reuse', keep: true });
+    expect(c.json.results[0].localPort).not.toBe(port);
+    expect((await burst({ path: '/api/', count: 1, connection: 'new', keep: true })).json.error).toMatch(/keep goes with connection "reuse"/);
+    expect((await api('/api/settings', { settings: ['timeouts.clientIdle=180000'] })).status).toBe(200);
+  });
+
   it('refuses a probe path that is not a URL path, and more than 100 requests', async () => {
     expect((await burst({ path: 'http://evil.example/', count: 1 })).status).toBe(400);
     expect((await burst({ path: '/api/', count: 1000 })).json.error).toMatch(/count must be at most 100/);
