@@ -14,7 +14,7 @@
  *   POST /api/proxy {driver}                  -> LabStatus (engine swapped, replicas kept)
  *   GET  /api/proxy/config                    -> {driver, text} (haproxy.cfg or Traefik-style YAML)
  *   POST /api/proxy/runtime {command}         -> {output} (HAProxy Runtime API, allow-listed commands)
- *   POST /api/probe {path, count, cookies, connection, header?} -> {results} (lab/experiments.ts)
+ *   POST /api/probe {path, count, cookies, connection, header?, keep?} -> {results} (lab/experiments.ts; keep: one connection shared by keep bursts until the proxy idles it out)
  *   POST /api/experiments/hash-movement {type, service?, ids?, from?} -> HashMovementResult
  *   POST /api/replicas/:hostname/fault {mode: healthy|unhealthy|errors|hang|crash} | {mode: 'slow', ms} -> LabStatus
  *   POST /api/replicas/:hostname/restart      -> LabStatus (a crashed replica, same address)
