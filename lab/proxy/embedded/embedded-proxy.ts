@@ -1291,31 +1291,7 @@ export class EmbeddedProxy implements ProxyDriver {
     if (st.done) return;
     st.done = true;
     this.#wsStates.delete(req);
-    const ms = Math.round((performance.now() - st.t0) * 10) / 10;
-    const server = st.server;
-    this.#bus.emit('request:completed', {
-      id: st.id,
-      at: st.at,
-      method: st.method,
-      path: st.path,
-      router: st.router?.name ?? null,
-      service: st.service,
-      replica: server?.vip ? st.servedBy : (server?.name ?? null),
-      hostname: st.servedBy ?? (st.upstreamConnId && server ? server.name : null),
-      status,
-      ms,
-      clientConnId: st.clientConnId,
-      upstreamConnId: st.upstreamConnId,
-      ...(st.stickyCookie !== undefined ? { stickyCookie: st.stickyCookie } : {}),
-      ...(st.error !== undefined ? { error: st.error } : {}),
-    });
-    const referer = req.headers.referer;
-    const ua = req.headers['user-agent'];
-    const text =
-      `${st.clientIp} - - [${clfTimestamp(st.at)}] "${st.method} ${st.path} HTTP/${req.httpVersion}" ` +
-      `${status} ${st.bytes} ${quoted(referer)} ${quoted(ua)} ${st.id} ` +
-      `${quoted(st.router?.name)} ${quoted(server?.url)} ${Math.round(ms)}ms`;
-    this.#bus.emit('log:line', { source: 'proxy', stream: 'access', text, at: Date.now() });
+    this.#report(req, st, status);
     this.#release(st);
   }
 
@@ -1477,6 +1453,39 @@ export class EmbeddedProxy implements ProxyDriver {
     res.end(st.method === 'HEAD' ? undefined : buf);
   }
 
+  /**
+   * Emits `request:completed` and the access-log line (Traefik's CLF: <ip> - <user> [<time>]
+   * "<method> <path> <proto>" <status> <size> "<referer>" "<user agent>" <request count> "<router>"
+   * "<server url>" <duration>ms) for a request or a WebSocket upgrade.
+   * @param ms duration in ms (default: since the request arrived)
+   */
+  #report(req: http.IncomingMessage, st: RequestState, status: number, ms = Math.round((performance.now() - st.t0) * 10) / 10): void {
+    const server = st.server;
+    this.#bus.emit('request:completed', {
+      id: st.id,
+      at: st.at,
+      method: st.method,
+      path: st.path,
+      router: st.router?.name ?? null,
+      service: st.service,
+      // Through a VIP the server is the VIP; the replica is the one that answered (X-Served-By).
+      replica: server?.vip ? st.servedBy : (server?.name ?? null),
+      hostname: st.servedBy ?? (st.upstreamConnId && server ? server.name : null),
+      status,
+      ms,
+      clientConnId: st.clientConnId,
+      upstreamConnId: st.upstreamConnId,
+      ...(st.stickyCookie !== undefined ? { stickyCookie: st.stickyCookie } : {}),
+      ...(st.retried ? { retried: true } : {}),
+      ...(st.error !== undefined ? { error: st.error } : {}),
+    });
+    const text =
+      `${st.clientIp} - - [${clfTimestamp(st.at)}] "${st.method} ${st.path} HTTP/${req.httpVersion}" ` +
+      `${status} ${st.bytes} ${quoted(req.headers.referer)} ${quoted(req.headers['user-agent'])} ${st.id} ` +
+      `${quoted(st.router?.name)} ${quoted(server?.url)} ${Math.round(ms)}ms`;
+    this.#bus.emit('log:line', { source: 'proxy', stream: 'access', text, at: Date.now() });
+  }
+
   #complete(req: http.IncomingMessage, res: http.ServerResponse, st: RequestState): void {
     if (st.done) return;
     st.done = true;
@@ -1500,34 +1509,7 @@ export class EmbeddedProxy implements ProxyDriver {
       // The entrypoint idle timeout starts now; on 'timeout' node:http destroys the idle socket.
       if (!req.socket.destroyed) req.socket.setTimeout(this.#entrypointIdleMs);
     }
-    const server = st.server;
-    this.#bus.emit('request:completed', {
-      id: st.id,
-      at: st.at,
-      method: st.method,
-      path: st.path,
-      router: st.router?.name ?? null,
-      service: st.service,
-      // Through a VIP the server is the VIP; the replica is the one that answered (X-Served-By).
-      replica: server?.vip ? st.servedBy : (server?.name ?? null),
-      hostname: st.servedBy ?? (st.upstreamConnId && server ? server.name : null),
-      status,
-      ms,
-      clientConnId: st.clientConnId,
-      upstreamConnId: st.upstreamConnId,
-      ...(st.stickyCookie !== undefined ? { stickyCookie: st.stickyCookie } : {}),
-      ...(st.retried ? { retried: true } : {}),
-      ...(st.error !== undefined ? { error: st.error } : {}),
-    });
-    // Traefik CLF: <ip> - <user> [<time>] "<method> <path> <proto>" <status> <size> "<referer>"
-    // "<user agent>" <request count> "<router>" "<server url>" <duration>ms
-    const referer = req.headers.referer;
-    const ua = req.headers['user-agent'];
-    const text =
-      `${st.clientIp} - - [${clfTimestamp(st.at)}] "${st.method} ${st.path} HTTP/${req.httpVersion}" ` +
-      `${status} ${st.bytes} ${quoted(referer)} ${quoted(ua)} ${st.id} ` +
-      `${quoted(st.router?.name)} ${quoted(server?.url)} ${Math.round(ms)}ms`;
-    this.#bus.emit('log:line', { source: 'proxy', stream: 'access', text, at: Date.now() });
+    this.#report(req, st, status, ms);
     // Last: a drained() waiter learns of it after the request's event.
     this.#release(st);
   }
