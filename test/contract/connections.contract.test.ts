@@ -14,29 +14,14 @@ import { EventBus, type ConnectionClosed } from '../../lab/events.ts';
 import { CHECKS } from '../../lab/checks.ts';
 import { Lab } from '../../lab/lab.ts';
 import { ProbeClient } from '../../lab/probe-client.ts';
-import { EmbeddedProxy } from '../../lab/proxy/embedded/embedded-proxy.ts';
 import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 import { ProcessRuntime } from '../../lab/runtime/process-runtime.ts';
-import type { ProxyConfig, ProxyDriver } from '../../lab/seams.ts';
+import type { ProxyConfig } from '../../lab/seams.ts';
 import { buildProxyConfig } from '../../lab/proxy/config.ts';
 import { Vip } from '../../lab/vip.ts';
-import { Topology } from '../../lab/topology.ts';
+import { ENGINES, haproxy, topology } from './engines.ts';
 
-const haproxy = await HaproxyDriver.available();
 if (!haproxy.ok) console.warn(`connections contract: haproxy skipped: ${haproxy.reason}`);
-
-const ENGINES: Array<{ name: 'embedded' | 'haproxy'; ok: boolean; create(bus: EventBus, dir: string): ProxyDriver }> = [
-  { name: 'embedded', ok: true, create: (bus) => new EmbeddedProxy({ bus }) },
-  { name: 'haproxy', ok: haproxy.ok, create: (bus, dir) => new HaproxyDriver({ bus, workDir: path.join(dir, 'haproxy') }) },
-];
-
-function topology(extra: Record<string, unknown> = {}): Topology {
-  return Topology.parse({
-    services: { web_dynamic: { replicas: 3 } },
-    routes: [{ service: 'web_dynamic', pathPrefix: '/api/', stripPrefix: true }],
-    proxy: extra,
-  });
-}
 
 /** Resolves with the first matching event, or rejects after `ms`. */
 function nextEvent(bus: EventBus, match: (e: ConnectionClosed) => boolean, ms: number): Promise<ConnectionClosed> {

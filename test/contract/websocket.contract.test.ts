@@ -16,27 +16,10 @@ import { WebSocket } from 'ws';
 import { EventBus, type RequestCompleted } from '../../lab/events.ts';
 import { Lab } from '../../lab/lab.ts';
 import { ProbeClient } from '../../lab/probe-client.ts';
-import { EmbeddedProxy } from '../../lab/proxy/embedded/embedded-proxy.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 import { ProcessRuntime } from '../../lab/runtime/process-runtime.ts';
-import type { ProxyDriver } from '../../lab/seams.ts';
-import { Topology } from '../../lab/topology.ts';
+import { ENGINES, haproxy, topology } from './engines.ts';
 
-const haproxy = await HaproxyDriver.available();
 if (!haproxy.ok) console.warn(`websocket contract: haproxy skipped: ${haproxy.reason}`);
-
-const ENGINES: Array<{ name: 'embedded' | 'haproxy'; ok: boolean; create(bus: EventBus, dir: string): ProxyDriver }> = [
-  { name: 'embedded', ok: true, create: (bus) => new EmbeddedProxy({ bus }) },
-  { name: 'haproxy', ok: haproxy.ok, create: (bus, dir) => new HaproxyDriver({ bus, workDir: path.join(dir, 'haproxy') }) },
-];
-
-function topology(extra: Record<string, unknown> = {}): Topology {
-  return Topology.parse({
-    services: { web_dynamic: { replicas: 3 } },
-    routes: [{ service: 'web_dynamic', pathPrefix: '/api/', stripPrefix: true }],
-    proxy: extra,
-  });
-}
 
 type Msg = { hostname: string; instanceId?: string; echo?: string };
 
