@@ -7,11 +7,12 @@
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EventBus, type LabEventName, type LabEvents } from '../../events.ts';
+import { EventBus } from '../../events.ts';
 import { ProbeClient } from '../../probe-client.ts';
 import type { ProxyConfig } from '../../seams.ts';
 import { Topology, type Balancer } from '../../topology.ts';
 import { buildProxyConfig, type PoolMember } from '../config.ts';
+import { collect, deadPort } from '../../../test/support/events.ts';
 import { EmbeddedProxy } from './embedded-proxy.ts';
 
 // ------------------------------------------------------------------ helpers
@@ -105,33 +106,7 @@ async function startBackend(name: string, mode: Mode = 'ok'): Promise<Backend> {
 
 /** A pool member on a port nothing listens on (bound, then closed). */
 async function deadMember(name: string): Promise<PoolMember> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return { hostname: name, host: '127.0.0.1', port };
-}
-
-/** Collects every event of one name; `until` waits (no sleeping) for a condition on them. */
-function collect<K extends LabEventName>(bus: EventBus, name: K) {
-  const items: LabEvents[K][] = [];
-  const waiters: Array<{ test: () => boolean; resolve: () => void }> = [];
-  bus.on(name, (e) => {
-    items.push(e);
-    for (const w of [...waiters]) {
-      if (w.test()) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve();
-      }
-    }
-  });
-  return {
-    items,
-    until(test: (items: LabEvents[K][]) => boolean): Promise<void> {
-      if (test(items)) return Promise.resolve();
-      return new Promise((resolve) => waiters.push({ test: () => test(items), resolve }));
-    },
-  };
+  return { hostname: name, host: '127.0.0.1', port: await deadPort() };
 }
 
 const entrypoint = { name: 'web', host: '127.0.0.1', port: 0 };
