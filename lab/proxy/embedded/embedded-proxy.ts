@@ -1098,32 +1098,7 @@ export class EmbeddedProxy implements ProxyDriver {
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const clientInfo = this.#conns.get(req.socket);
-    const st: RequestState = {
-      id: ++this.#requestSeq,
-      at: Date.now(),
-      t0: performance.now(),
-      method: req.method ?? 'GET',
-      path: req.url ?? '/',
-      clientIp: req.socket.remoteAddress ?? '-',
-      clientConnId: clientInfo?.id ?? '?',
-      router: null,
-      service: null,
-      server: null,
-      inflightOn: null,
-      proxyReq: null,
-      upstreamConnId: null,
-      servedBy: null,
-      bytes: 0,
-      replayed: false,
-      cookie: req.headers.cookie,
-      hashKey: undefined,
-      tries: 1,
-      attempt: 0,
-      failed: new Set(),
-      retried: false,
-      body: null,
-      done: false,
-    };
+    const st = this.#newRequestState(req, req.socket, clientInfo?.id ?? '?', 0);
     this.#requests.set(req, st);
     if (clientInfo) {
       clientInfo.idle = false;
@@ -1176,19 +1151,19 @@ export class EmbeddedProxy implements ProxyDriver {
   }
 
   /**
-   * A WebSocket upgrade: routed and balanced like a request (see the module comment), then tunnelled
-   * by http-proxy-3's ws(). Its `request:completed` comes with the 101 (or the error / non-101 answer).
+   * The bookkeeping of one request (or WebSocket upgrade) as it arrives: a new id, its clock, the
+   * client connection, nothing routed or picked yet.
+   * @param attempt 0 for a request (its first try increments it), 1 for an upgrade (tried once).
    */
-  #onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
-    const clientInfo = this.#conns.get(socket);
-    const st: RequestState = {
+  #newRequestState(req: http.IncomingMessage, socket: net.Socket, clientConnId: string, attempt: number): RequestState {
+    return {
       id: ++this.#requestSeq,
       at: Date.now(),
       t0: performance.now(),
       method: req.method ?? 'GET',
       path: req.url ?? '/',
       clientIp: socket.remoteAddress ?? '-',
-      clientConnId: clientInfo?.id ?? '?',
+      clientConnId,
       router: null,
       service: null,
       server: null,
@@ -1201,12 +1176,21 @@ export class EmbeddedProxy implements ProxyDriver {
       cookie: req.headers.cookie,
       hashKey: undefined,
       tries: 1,
-      attempt: 1,
+      attempt,
       failed: new Set(),
       retried: false,
       body: null,
       done: false,
     };
+  }
+
+  /**
+   * A WebSocket upgrade: routed and balanced like a request (see the module comment), then tunnelled
+   * by http-proxy-3's ws(). Its `request:completed` comes with the 101 (or the error / non-101 answer).
+   */
+  #onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const clientInfo = this.#conns.get(socket);
+    const st = this.#newRequestState(req, socket, clientInfo?.id ?? '?', 1);
     if (clientInfo) {
       // The connection now carries the tunnel: never idle, no idle timeout.
       clientInfo.idle = false;
