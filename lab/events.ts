@@ -143,6 +143,24 @@ export interface TopologyChanged {
 }
 
 /** The one map of every event the lab emits, by name. */
+/**
+ * Progress of a Docker image build (Docker mode): one event per line the build prints
+ * (`Step 3/7 : RUN ...`, apt output), then one with `done: true` (and `error` when it failed).
+ * Emitted by the image builder in lab/runtime/docker/.
+ */
+export interface ImageBuildProgressed {
+  /** Image tag being built, e.g. `balancer-lab/web_dynamic:dev`. */
+  image: string;
+  /** Current step as Docker reports it (`3/7`), or null before the first step. */
+  step: string | null;
+  /** One line of build output, without the newline ('' on the final event). */
+  text: string;
+  done: boolean;
+  /** Why the build failed, as a sentence (only with done: true). */
+  error?: string;
+  at: number;
+}
+
 export interface LabEvents {
   'request:completed': RequestCompleted;
   'connection:opened': ConnectionOpened;
@@ -157,6 +175,7 @@ export interface LabEvents {
   'lab:changed': TopologyChanged;
   'load:ticked': LoadTicked;
   'load:finished': LoadFinished;
+  'image:build': ImageBuildProgressed;
 }
 
 export type LabEventName = keyof LabEvents;
