@@ -3,7 +3,7 @@
  * second, while the totals stay exact. Also keeps a short history so a page that connects (or
  * reloads) sees the recent past.
  */
-import type { EventBus, RequestCompleted, LogLine } from '../lab/events.ts';
+import type { EventBus, RequestCompleted, LogLine, ImageBuildProgressed } from '../lab/events.ts';
 import { BATCH_INTERVAL_MS, BATCH_MAX_LOGS, BATCH_MAX_REQUESTS, type EventBatch } from './protocol.ts';
 
 /** Requests and log lines kept for the `history` message. */
@@ -63,6 +63,8 @@ export class EventStream {
   readonly #historyLogs = new Ring<LogLine>(HISTORY_LOGS);
   readonly #historyHealth = new Ring<EventBatch['health'][number]>(HISTORY_HEALTH);
   readonly #historyLoad = new Ring<EventBatch['load'][number]>(HISTORY_LOAD);
+  readonly #historyImages = new Map<string, ImageBuildProgressed>();
+  #images: ImageBuildProgressed[] = [];
 
   /**
    * @param send called with each batch, at most every BATCH_INTERVAL_MS (150 ms)
@@ -96,6 +98,12 @@ export class EventStream {
       bus.on('replica:health-changed', (e) => this.#healthEvent({ type: 'changed', ...e })),
       bus.on('load:ticked', (e) => this.#loadEvent({ type: 'ticked', ...e })),
       bus.on('load:finished', (e) => this.#loadEvent({ type: 'finished', ...e })),
+      bus.on('image:build', (e) => {
+        // The latest line of each image is history: a page opened mid-build shows where it is.
+        this.#historyImages.set(e.image, e);
+        if (e.done || this.#images.length < BATCH_MAX_LOGS) this.#images.push(e);
+        this.#dirty = true;
+      }),
       bus.on('lab:changed', () => {
         this.#statusDirty = true;
       }),
@@ -148,6 +156,7 @@ export class EventStream {
       replicas: this.#replicas,
       health: this.#health,
       load: this.#load,
+      ...(this.#images.length > 0 ? { images: this.#images } : {}),
     };
     this.#requests.clear();
     this.#logs = [];
@@ -156,6 +165,7 @@ export class EventStream {
     this.#replicas = [];
     this.#health = [];
     this.#load = [];
+    this.#images = [];
     this.#dirty = false;
     this.#send(batch);
   }
@@ -171,6 +181,7 @@ export class EventStream {
       replicas: [],
       health: this.#historyHealth.values(),
       load: this.#historyLoad.values(),
+      ...(this.#historyImages.size > 0 ? { images: [...this.#historyImages.values()] } : {}),
     };
   }
 

@@ -43,6 +43,7 @@ import type {
   ReplicaHealthChanged,
   LoadTicked,
   LoadFinished,
+  ImageBuildProgressed,
 } from '../lab/events.ts';
 
 /** How often the server flushes a batch to browsers (ms). */
@@ -66,6 +67,11 @@ export interface EventBatch {
   health: Array<({ type: 'probed' } & HealthcheckProbed) | ({ type: 'changed' } & ReplicaHealthChanged)>;
   /** Load runs: one tick a second, and the summary at the end. */
   load: Array<({ type: 'ticked' } & LoadTicked) | ({ type: 'finished' } & LoadFinished)>;
+  /**
+   * Docker image builds (Docker mode): build lines in order, at most BATCH_MAX_LOGS a batch (the
+   * `done` events are always kept). Absent from servers that never build images.
+   */
+  images?: ImageBuildProgressed[];
 }
 
 /** A proxy engine and whether it can run on this machine. */

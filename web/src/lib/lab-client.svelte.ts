@@ -10,7 +10,7 @@
 import { getContext, setContext } from 'svelte';
 import { io, type Socket } from 'socket.io-client';
 import type { CaptureState, EventBatch, LabStatus, ProxyInfo } from '../../../server/protocol.ts';
-import type { LoadFinished, LoadTicked, LogLine, RequestCompleted } from '../../../lab/events.ts';
+import type { ImageBuildProgressed, LoadFinished, LoadTicked, LogLine, RequestCompleted } from '../../../lab/events.ts';
 import type { BurstRequest, BurstResult, HashMovementRequest, HashMovementResult } from '../../../lab/experiments.ts';
 import type { LoadRequest } from '../../../lab/load.ts';
 
@@ -127,6 +127,11 @@ export class LabClient {
   loadRun = $state.raw<LoadRunInfo | null>(null);
   /** TCP connections opened/closed since this page loaded (or the last reset), oldest first, the newest MAX_CONNECTION_EVENTS. */
   connections = $state.raw<ConnectionEvent[]>([]);
+  /**
+   * Docker image builds (Docker mode), one entry per image: its latest step and line, whether it is
+   * done, and why it failed. Empty in process mode.
+   */
+  imageBuilds = $state.raw<ImageBuild[]>([]);
   /**
    * Commands in flight: target replica count per service, hostnames being killed, reset, settings,
    * weights per hostname, the engine being switched to, console commands, probe bursts, the
@@ -604,8 +609,10 @@ export class LabClient {
     this.connections = [];
   }
 
-  /** Keeps the health, load and failure events of a batch (bounded). */
+  /** Keeps the health, load, failure and image-build events of a batch (bounded). */
   #keepEvents(batch: EventBatch): void {
+    const images = batch.images ?? [];
+    if (images.length > 0) this.imageBuilds = mergeImageBuilds(this.imageBuilds, images);
     const conns = batch.connections ?? [];
     if (conns.length > 0) this.connections = bounded(this.connections, conns, MAX_CONNECTION_EVENTS);
     const failed = batch.requests.filter(isFailedRequest);
@@ -677,6 +684,36 @@ export class LabClient {
     }
     for (const l of this.#batchListeners) l(batch, 'batch');
   }
+}
+
+/** One Docker image build as the page shows it (see EventBatch.images). */
+export interface ImageBuild {
+  image: string;
+  /** Docker's step counter, e.g. `3/7`, or null before the first step. */
+  step: string | null;
+  /** The latest non-empty line the build printed. */
+  lastLine: string;
+  done: boolean;
+  error: string | null;
+  /** Epoch ms of the latest event. */
+  at: number;
+}
+
+/** Folds build events into one entry per image, in first-seen order. Pure. */
+export function mergeImageBuilds(list: readonly ImageBuild[], events: readonly ImageBuildProgressed[]): ImageBuild[] {
+  const byImage = new Map(list.map((b) => [b.image, b] as const));
+  for (const e of events) {
+    const prev = byImage.get(e.image);
+    byImage.set(e.image, {
+      image: e.image,
+      step: e.step ?? prev?.step ?? null,
+      lastLine: e.text.trim() !== '' ? e.text : (prev?.lastLine ?? ''),
+      done: e.done,
+      error: e.error ?? null,
+      at: e.at,
+    });
+  }
+  return [...byImage.values()];
 }
 
 /** `list` + `more`, keeping the newest `max`. */
