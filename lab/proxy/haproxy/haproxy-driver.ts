@@ -1,9 +1,17 @@
 /**
  * The HAProxy driver: the real `haproxy` binary (2.6 or newer) in front of the replicas.
  *
+ * - where it runs (haproxy-host.ts, option `host`): `process` (default) = the local binary spawned
+ *   with an argument array in its own process group; or a HaproxyHost such as
+ *   lab/runtime/docker/haproxy-container.ts (HAProxy in a Docker container with host networking, so
+ *   it listens on the lab's proxy port and reaches replicas on 127.0.0.1 and on container IPs alike,
+ *   and workDir bind-mounted at the same path, so haproxy.cfg and the Runtime API socket are shared;
+ *   Docker Desktop on macOS/Windows runs containers in a VM, where host networking means the VM's).
+ *   The host checks (`haproxy -c -f`), starts, signals (SIGUSR2 = reload) and stops HAProxy and
+ *   hands over its output lines; everything else (config files, Runtime API) is the same.
  * - start(): haproxy.cfg rendered from the neutral configuration (render.ts) into `workDir`,
- *   checked with `haproxy -c -f`, then `haproxy -W -db -f haproxy.cfg` (master-worker, foreground),
- *   spawned with an argument array in its own process group. Ready = the Runtime API socket answers
+ *   checked with `haproxy -c -f`, then `haproxy -W -db -f haproxy.cfg` (master-worker, foreground).
+ *   Ready = the Runtime API socket answers
  *   `show info` AND the entrypoint accepts a TCP connection; both are awaited, nothing is slept for.
  * - apply(): the new text is checked with `haproxy -c` first; a refused configuration never replaces
  *   the running one. Then the Runtime API where HAProxy 2.6 can make the change live (weights, a
@@ -39,15 +47,14 @@
  * one), except that a server HAProxy has just started (a new server, or after a reload without an
  * earlier state) is "up, but will fall down at first failure" until its first good probe.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import readline from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { EventBus, RequestCompleted } from '../../events.ts';
 import type { HealthCheck, ProxyCapabilities, ProxyConfig, ProxyDriver, StickyCookie } from '../../seams.ts';
 import { errorOf, parseAccessLog, parseHaproxyMessage, parseHealthMessage, probeError, type HaproxyAccessLog, type HealthMessage } from './log-line.ts';
+import { ProcessHaproxyHost, type HaproxyAvailability, type HaproxyHost, type HaproxyInstance } from './haproxy-host.ts';
 import { buildHaproxyModel, type HaproxyModel } from './render.ts';
 import { checkRuntimeCommand, parseServersConn, parseShowInfo, parseShowStat, runtimeApiRequest, type StatServerRow } from './runtime-api.ts';
 import { planRuntimeChanges, stepCommands, type RuntimeStep } from './runtime-plan.ts';
@@ -58,8 +65,14 @@ export interface HaproxyDriverOptions {
   bus: EventBus;
   /** Directory for haproxy.cfg and the Runtime API socket (created, mode 0700). Its path must be short (a unix socket path has at most 107 bytes). */
   workDir: string;
-  /** The haproxy binary: a path, or a name looked up on PATH. Default `haproxy`. */
+  /** The haproxy binary of the default `process` host: a path, or a name looked up on PATH. Default `haproxy`. */
   haproxyPath?: string;
+  /**
+   * Where HAProxy runs (haproxy-host.ts): `process` (default) = the local binary as a child
+   * process; or a HaproxyHost, e.g. lab/runtime/docker/haproxy-container.ts's HaproxyContainerHost
+   * (HAProxy in a Docker container on the host's network, with workDir bind-mounted at the same path).
+   */
+  host?: 'process' | HaproxyHost;
   /** Port of the stats page on 127.0.0.1. Default: a free port chosen at start. */
   statsPort?: number;
   /** How long start() and a reload wait for HAProxy to be ready, in ms. Default 15000. */
@@ -68,14 +81,11 @@ export interface HaproxyDriverOptions {
   drainTimeoutMs?: number;
 }
 
-/** The oldest HAProxy this driver's configuration needs (`host_only`, `idle-close-on-response`). */
-export const MIN_HAPROXY_VERSION = [2, 6] as const;
+export { MIN_HAPROXY_VERSION } from './haproxy-host.ts';
 /** Messages of the stderr tail kept to explain a failed start or reload. */
 const TAIL_LINES = 12;
 /** Longest path a unix socket may have on Linux (sun_path is 108 bytes with its NUL). */
 const MAX_SOCKET_PATH = 107;
-/** The file in workDir naming the running master (for sweep()). */
-const STATE_FILE = 'haproxy.state.json';
 /** Names remembered for log lines of replaced configurations, at most (older ones are dropped). */
 const MAX_REMEMBERED_NAMES = 5000;
 
@@ -97,10 +107,9 @@ interface CheckedServer {
 
 /** What the running HAProxy is. */
 interface Running {
-  child: ChildProcess;
-  /** Master pid, also its process group id. */
-  pid: number;
-  /** Current worker's pid (from `show info`). */
+  /** The master (and its workers) as the host runs it. */
+  proc: HaproxyInstance;
+  /** Current worker's pid (from `show info`: as HAProxy names it, inside its container if it has one). */
   workerPid: number;
   port: number;
   host: string;
@@ -108,94 +117,8 @@ interface Running {
   /** The configuration in force (neutral, with the bound port) and its model. */
   config: ProxyConfig;
   model: HaproxyModel;
-  /** Resolves when the master has exited. */
-  exited: Promise<{ code: number | null; signal: string | null }>;
   /** stop() signalled it: its exit is expected. */
   stopRequested: boolean;
-}
-
-/** Runs a program with an argument array (never a shell); resolves with its exit code and output. */
-function run(file: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; error?: NodeJS.ErrnoException }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
-      if (e && typeof e.code === 'string') resolve({ code: null, stdout: String(stdout), stderr: String(stderr), error: e });
-      else resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
-/** Signals a process group; one that is gone is not an error. */
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
-/** True while any process of the group exists. */
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or null if unreadable. */
-function procStart(pid: number): number | null {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
-  } catch {
-    return null;
-  }
-}
-
-/** What `<workDir>/haproxy.state.json` records about a running master, so a later run can remove it. */
-interface StateFile {
-  pid: number;
-  /** procStart(pid) when written: a recycled pid has another start time. */
-  start: number | null;
-  cfg: string;
-}
-
-/**
- * Stops the HAProxy that `<dir>/haproxy.state.json` names if it is still running (same pid, same
- * start time, command line naming its haproxy.cfg), and removes the file. Resolves true if one was stopped.
- */
-async function sweepDir(dir: string): Promise<boolean> {
-  const file = path.join(dir, STATE_FILE);
-  let state: StateFile;
-  try {
-    state = JSON.parse(fs.readFileSync(file, 'utf8')) as StateFile;
-  } catch {
-    return false;
-  }
-  let stopped = false;
-  if (Number.isInteger(state.pid) && state.pid > 1 && state.pid !== process.pid && procStart(state.pid) === state.start) {
-    let cmdline: string[] = [];
-    try {
-      cmdline = fs.readFileSync(`/proc/${state.pid}/cmdline`, 'utf8').split('\0');
-    } catch {
-      // gone
-    }
-    if (cmdline.includes(state.cfg)) {
-      signalGroup(state.pid, 'SIGTERM');
-      const t0 = Date.now();
-      while (groupAlive(state.pid)) {
-        if (Date.now() - t0 > 3000) signalGroup(state.pid, 'SIGKILL');
-        if (Date.now() - t0 > 10_000) throw new Error(`A leftover HAProxy (pid ${state.pid}) is still running 10 s after SIGKILL.`);
-        await delay(10);
-      }
-      stopped = true;
-    }
-  }
-  fs.rmSync(file, { force: true });
-  fs.rmSync(path.join(dir, 'haproxy.sock'), { force: true });
-  return stopped;
 }
 
 /** A TCP port nobody listens on right now, on `host`. */
@@ -269,7 +192,7 @@ export class HaproxyDriver implements ProxyDriver {
 
   readonly #bus: EventBus;
   readonly #workDir: string;
-  readonly #haproxyPath: string;
+  readonly #host: HaproxyHost;
   readonly #statsPortOption: number | undefined;
   readonly #readyTimeoutMs: number;
   readonly #drainTimeoutMs: number;
@@ -313,7 +236,7 @@ export class HaproxyDriver implements ProxyDriver {
   constructor(opts: HaproxyDriverOptions) {
     this.#bus = opts.bus;
     this.#workDir = path.resolve(opts.workDir);
-    this.#haproxyPath = opts.haproxyPath ?? 'haproxy';
+    this.#host = opts.host === undefined || opts.host === 'process' ? new ProcessHaproxyHost(opts.haproxyPath) : opts.host;
     this.#statsPortOption = opts.statsPort;
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
     this.#drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
@@ -332,34 +255,32 @@ export class HaproxyDriver implements ProxyDriver {
    * @returns `{ok: true, version}` (e.g. `2.6.12-1+deb12u4`) or `{ok: false, reason}`, a sentence
    *   saying how to install it.
    */
-  static async available(haproxyPath = 'haproxy'): Promise<{ ok: true; version: string } | { ok: false; reason: string }> {
-    const r = await run(haproxyPath, ['-v'], 10_000);
-    if (r.error) {
-      if (r.error.code === 'ENOENT') {
-        return haproxyPath === 'haproxy'
-          ? { ok: false, reason: 'haproxy was not found on PATH; install it with `apt-get install haproxy`.' }
-          : { ok: false, reason: `haproxy was not found at ${haproxyPath}; install it with \`apt-get install haproxy\` or fix the path.` };
-      }
-      return { ok: false, reason: `${haproxyPath} -v could not run (${r.error.code ?? r.error.message}); check the haproxy installation.` };
-    }
-    const m = /HA-?Proxy version (\S+)/i.exec(r.stdout + r.stderr);
-    if (!m) return { ok: false, reason: `${haproxyPath} -v did not print an HAProxy version; is it really HAProxy?` };
-    const [major, minor] = m[1].split('.').map((n) => parseInt(n, 10));
-    const [needMajor, needMinor] = MIN_HAPROXY_VERSION;
-    if (!(major > needMajor || (major === needMajor && minor >= needMinor))) {
-      return { ok: false, reason: `HAProxy ${m[1]} is too old; the lab needs ${needMajor}.${needMinor} or newer (apt-get install haproxy on Debian 12).` };
-    }
-    return { ok: true, version: m[1] };
+  static available(haproxyPath = 'haproxy'): Promise<HaproxyAvailability> {
+    return new ProcessHaproxyHost(haproxyPath).version();
+  }
+
+  /** Whether HAProxy 2.6+ can run through this driver's host (the local binary, or its container image). */
+  available(): Promise<HaproxyAvailability> {
+    return this.#host.version();
+  }
+
+  /** Where this driver runs HAProxy: `process` or `container`. */
+  get hostKind(): HaproxyHost['kind'] {
+    return this.#host.kind;
   }
 
   /**
    * Stops HAProxy processes an earlier lab run left behind (it crashed or was killed before
    * stop()): every `<parentDir>/<dir>/haproxy.state.json` whose master is still running (same pid
    * and start time, command line naming its haproxy.cfg) has its process group stopped. start()
-   * does the same for its own workDir. Resolves with how many were stopped. Linux (/proc).
+   * does the same for its own workDir. Then each of `opts.hosts` that can removes what its kind
+   * left anywhere (HaproxyContainerHost: proxy containers of earlier sessions). Resolves with how
+   * many were stopped. Linux (/proc).
    * @param parentDir the directory holding the drivers' work directories (e.g. the lab's state directory).
+   * @param opts.hosts other hosts to sweep (e.g. a HaproxyContainerHost in Docker mode).
    */
-  static async sweep(parentDir: string): Promise<number> {
+  static async sweep(parentDir: string, opts: { hosts?: HaproxyHost[] } = {}): Promise<number> {
+    const local = new ProcessHaproxyHost();
     let dirs: string[];
     try {
       dirs = fs.readdirSync(parentDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => path.join(parentDir, d.name));
@@ -367,7 +288,8 @@ export class HaproxyDriver implements ProxyDriver {
       return 0;
     }
     let n = 0;
-    for (const dir of dirs) if (await sweepDir(dir)) n++;
+    for (const dir of dirs) if (await local.sweepWorkDir(dir)) n++;
+    for (const h of opts.hosts ?? []) n += (await h.sweepLeftovers?.()) ?? 0;
     return n;
   }
 
@@ -376,12 +298,18 @@ export class HaproxyDriver implements ProxyDriver {
     return this.#running?.port ?? null;
   }
 
-  /** The master process id (also the process group id), or null when stopped. */
+  /**
+   * The master's process id on this machine (process host: also the process group id), or null
+   * when stopped or not visible from here (a container on a remote Docker engine).
+   */
   get pid(): number | null {
-    return this.#running?.pid ?? null;
+    return this.#running?.proc.hostPid ?? null;
   }
 
-  /** The current worker's process id, or null when stopped. */
+  /**
+   * The current worker's process id as HAProxy reports it (`show info` Pid), or null when stopped.
+   * In a container this pid is inside the container's pid namespace, not one of this machine's.
+   */
   get workerPid(): number | null {
     return this.#running?.workerPid ?? null;
   }
@@ -433,10 +361,10 @@ export class HaproxyDriver implements ProxyDriver {
     if (this.#running || this.#starting) throw new Error(`HAProxy is already started (port ${this.#running?.port ?? 'pending'}); stop it first.`);
     this.#starting = true;
     try {
-      const found = await HaproxyDriver.available(this.#haproxyPath);
+      const found = await this.#host.version();
       if (!found.ok) throw new Error(found.reason);
       fs.mkdirSync(this.#workDir, { recursive: true, mode: 0o700 });
-      if (await sweepDir(this.#workDir)) this.#note('stderr', `[lab] stopped a leftover HAProxy of an earlier run in ${this.#workDir}`);
+      if (await this.#host.sweepWorkDir(this.#workDir)) this.#note('stderr', `[lab] stopped a leftover HAProxy of an earlier run in ${this.#workDir}`);
       const { host } = config.entrypoint;
       const autoPort = config.entrypoint.port === 0;
       const autoStats = this.#statsPortOption === undefined;
@@ -469,11 +397,9 @@ export class HaproxyDriver implements ProxyDriver {
 
   /** `haproxy -c -f <file>`; rejects with HAProxy's own error lines. */
   async #check(file: string): Promise<void> {
-    const r = await run(this.#haproxyPath, ['-c', '-f', file], 30_000);
-    if (r.error) throw new Error(`haproxy -c could not run (${r.error.code ?? r.error.message}).`);
-    if (r.code !== 0) {
-      const lines = `${r.stdout}\n${r.stderr}`
-        .split('\n')
+    const r = await this.#host.check(file);
+    if (!r.ok) {
+      const lines = r.lines
         .filter((l) => l.trim() !== '' && !/^\[NOTICE\]/.test(l))
         .map((l) => l.split(file).join(path.basename(file)));
       throw new Error(`HAProxy refused the configuration: ${alertText(lines) || `haproxy -c exited with code ${r.code}`}`);
@@ -482,35 +408,15 @@ export class HaproxyDriver implements ProxyDriver {
 
   async #spawn(s: { host: string; port: number; statsPort: number; config: ProxyConfig; model: HaproxyModel }): Promise<void> {
     this.#tail = [];
-    const child = spawn(this.#haproxyPath, ['-W', '-db', '-f', this.#cfgPath], {
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      cwd: this.#workDir,
-    });
-    if (child.pid === undefined) {
-      const err = await new Promise<Error>((resolve) => child.once('error', resolve));
-      throw new Error(`Could not start ${this.#haproxyPath}: ${err.message}.`);
-    }
-    const pid = child.pid;
-    let exitInfo: { code: number | null; signal: string | null } | null = null;
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
-      child.once('exit', (code, signal) => {
-        exitInfo = { code, signal };
-        resolve(exitInfo);
-      });
-    });
-    child.on('error', (err) => this.#note('stderr', `haproxy: ${err.message}`));
-    readline.createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (l) => this.#onLine(l));
-    readline.createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (l) => this.#onLine(l));
+    const proc = await this.#host.start({ workDir: this.#workDir, cfgPath: this.#cfgPath, onLine: (l) => this.#onLine(l) });
+    const exited = proc.exited;
     this.#remember(s.model);
 
     let workerPid: number;
     try {
       workerPid = await this.#awaitReady(s.host, s.port, null, exited);
     } catch (err) {
-      if (!exitInfo) signalGroup(pid, 'SIGKILL');
-      await exited;
-      await this.#awaitGroupGone(pid);
+      await proc.stop(0);
       fs.rmSync(this.#socketPath, { force: true });
       const tail = alertText(this.#tail);
       const bindFailed = this.#tail.find((l) => /cannot bind socket/.test(l) && /Address already in use/.test(l));
@@ -527,20 +433,19 @@ export class HaproxyDriver implements ProxyDriver {
       }
       throw new Error(`${errorText(err)}${tail ? ` HAProxy said: ${tail}` : ''}`);
     }
-    const running: Running = { child, pid, workerPid, port: s.port, host: s.host, statsPort: s.statsPort, config: structuredClone(s.config), model: s.model, exited, stopRequested: false };
+    const running: Running = { proc, workerPid, port: s.port, host: s.host, statsPort: s.statsPort, config: structuredClone(s.config), model: s.model, stopRequested: false };
     this.#running = running;
     this.#retired.clear();
     this.#checked.clear();
     this.#trackHealth(s.model);
-    writeFileAtomic(path.join(this.#workDir, STATE_FILE), `${JSON.stringify({ pid, start: procStart(pid), cfg: this.#cfgPath } satisfies StateFile)}\n`);
     void exited.then((info) => {
       if (this.#running !== running || running.stopRequested) return;
       // Not asked to stop: HAProxy died (killed from outside, or crashed).
       this.#running = null;
       this.#stopPolling();
       fs.rmSync(this.#socketPath, { force: true });
-      fs.rmSync(path.join(this.#workDir, STATE_FILE), { force: true });
-      signalGroup(pid, 'SIGKILL');
+      // Workers that outlived their master (or the container left behind) go too.
+      void proc.stop(0).catch((err: unknown) => this.#note('stderr', `[lab] ${errorText(err)}`));
       this.#note('stderr', `HAProxy exited unexpectedly (${info.signal ? `signal ${info.signal}` : `exit code ${info.code}`}); the proxy is down until it is started again.`);
     });
   }
@@ -570,20 +475,6 @@ export class HaproxyDriver implements ProxyDriver {
       }
       await Promise.race([delay(backoff), exited]);
       backoff = Math.min(backoff * 2, 100);
-    }
-  }
-
-  /** Waits (bounded) until no process of the group is left, SIGKILLing it after a grace period. */
-  async #awaitGroupGone(pgid: number): Promise<void> {
-    const start = Date.now();
-    let killed = false;
-    while (groupAlive(pgid)) {
-      if (!killed && Date.now() - start > 3000) {
-        signalGroup(pgid, 'SIGKILL');
-        killed = true;
-      }
-      if (Date.now() - start > 10_000) throw new Error(`HAProxy processes of group ${pgid} are still running 10 s after SIGKILL.`);
-      await delay(10);
     }
   }
 
@@ -680,8 +571,8 @@ export class HaproxyDriver implements ProxyDriver {
     const tailBefore = this.#tail.length;
     this.#retired.add(oldWorker);
     try {
-      process.kill(r.pid, 'SIGUSR2');
-      r.workerPid = await this.#awaitReady(r.host, r.port, oldWorker, r.exited);
+      await r.proc.signal('SIGUSR2');
+      r.workerPid = await this.#awaitReady(r.host, r.port, oldWorker, r.proc.exited);
     } catch (err) {
       oldStopped.cancel();
       this.#retired.delete(oldWorker);
@@ -698,11 +589,7 @@ export class HaproxyDriver implements ProxyDriver {
     const deadline = Date.now() + this.#readyTimeoutMs;
     let backoff = 5;
     while (!oldStopped.seen && Date.now() < deadline) {
-      try {
-        process.kill(oldWorker, 0);
-      } catch {
-        break; // already gone
-      }
+      if (!(await r.proc.alive(oldWorker))) break; // already gone
       await Promise.race([oldStopped.promise, delay(backoff)]);
       backoff = Math.min(backoff * 2, 100);
     }
@@ -811,17 +698,15 @@ export class HaproxyDriver implements ProxyDriver {
       const r = this.#running;
       if (!r) return;
       r.stopRequested = true;
-      signalGroup(r.pid, 'SIGTERM');
-      const killer = setTimeout(() => signalGroup(r.pid, 'SIGKILL'), 3000);
-      await r.exited;
-      clearTimeout(killer);
-      this.#running = null;
-      this.#stopPolling();
-      this.#checked.clear();
-      await this.#awaitGroupGone(r.pid);
+      try {
+        await r.proc.stop(3000);
+      } finally {
+        this.#running = null;
+        this.#stopPolling();
+        this.#checked.clear();
+      }
       fs.rmSync(this.#socketPath, { force: true });
       fs.rmSync(this.#nextPath, { force: true });
-      fs.rmSync(path.join(this.#workDir, STATE_FILE), { force: true });
       fs.rmSync(r.model.stateFile, { force: true });
       for (const b of r.model.backends) if (b.drainAcl) fs.rmSync(b.drainAcl, { force: true });
     } finally {
@@ -1018,7 +903,7 @@ export class HaproxyDriver implements ProxyDriver {
       if (health) {
         // The same message comes twice: on stderr with the writer's pid, and through `log stdout`
         // without it. Only the first is an event, and only from the current worker.
-        if (message && message.pid !== this.#running?.pid && !this.#retired.has(message.pid)) this.#onHealth(health);
+        if (message && message.pid !== this.#running?.proc.masterPid && !this.#retired.has(message.pid)) this.#onHealth(health);
         this.#note('stderr', text);
         return;
       }
