@@ -215,7 +215,94 @@ const idleCloseSeen: LessonCheck = {
   },
 };
 
+/** The host name lesson 07 routes on (browsers resolve `*.localhost` to loopback). */
+export const ROUTING_HOST = 'demo.localhost';
+
+/** One request sent through the proxy with a chosen Host header, and what came back. */
+export interface RoutedAnswer {
+  status: number;
+  /** The replica that answered (`X-Served-By`), or null when none did (the proxy answered itself). */
+  servedBy: string | null;
+  /** The request target the replica received (`X-Received-Path`, set by web_static and web_dynamic), or null. */
+  receivedPath: string | null;
+  /** The first 300 characters of the body. */
+  body: string;
+  /** Local port of the client connection (a new connection per request): how the proxy's event is matched. */
+  localPort: number;
+}
+
+/**
+ * Sends `GET <path>` to the proxy on a new connection with `Host: <host>:<proxy port>` (what a
+ * browser sends for `http://<host>:<port><path>`).
+ * @param proxyBase e.g. `http://127.0.0.1:8080`.
+ * @param path a request target starting with `/` (validated by the caller).
+ * @throws Error when the proxy cannot be reached or does not answer within `timeoutMs` (default 10 s).
+ */
+export async function sendRouted(proxyBase: string, host: string, path: string, timeoutMs = 10_000): Promise<RoutedAnswer> {
+  const client = new ProbeClient({ baseUrl: proxyBase, connection: 'new' });
+  try {
+    const port = new URL(proxyBase).port;
+    const res = await client.get(path, { headers: { Host: port ? `${host}:${port}` : host }, timeoutMs });
+    const received = res.headers['x-received-path'];
+    return {
+      status: res.status,
+      servedBy: res.servedBy,
+      receivedPath: typeof received === 'string' ? received : null,
+      body: res.body.slice(0, 300),
+      localPort: res.localPort,
+    };
+  } finally {
+    client.close();
+  }
+}
+
+/** The service a replica belongs to, from the status (null: not a replica the lab knows). */
+function serviceOfReplica(status: LabStatus, hostname: string | null): ServiceName | null {
+  if (!hostname) return null;
+  return status.services.find((s) => s.instances.some((r) => r.hostname === hostname))?.name ?? null;
+}
+
+/**
+ * Lesson 07: web_static and web_dynamic behind the same host, as in the source write-up's
+ * `Host:demo.res.ch;PathPrefixStrip:/api/jokes/`. On `Host: demo.localhost`, `GET /` must reach a
+ * web_static replica (200) and `GET /api/` a web_dynamic replica (200) that received `/`: the
+ * prefix stripped, since web_dynamic serves its API at `/`.
+ */
+const routingWorks: LessonCheck = {
+  id: 'routing-works',
+  title: `On ${ROUTING_HOST}, / reaches web_static and /api/ reaches web_dynamic with the prefix stripped`,
+  async run({ proxyBase, status }) {
+    for (const need of ['web_static', 'web_dynamic'] as const) {
+      if (!status.services.some((s) => s.name === need && s.instances.some((r) => r.state === 'running'))) {
+        return { ok: false, message: `${need} has no running replica: set up this lesson first.` };
+      }
+    }
+    const root = await sendRouted(proxyBase, ROUTING_HOST, '/');
+    const rootService = serviceOfReplica(status, root.servedBy);
+    if (root.status !== 200 || rootService !== 'web_static') {
+      const who = root.servedBy ? `${root.servedBy} (${rootService ?? 'unknown'})` : 'the proxy itself';
+      return { ok: false, message: `GET / on ${ROUTING_HOST} was answered ${root.status} by ${who}; it should reach web_static.` };
+    }
+    const api = await sendRouted(proxyBase, ROUTING_HOST, '/api/');
+    const apiService = serviceOfReplica(status, api.servedBy);
+    if (apiService !== 'web_dynamic') {
+      const who = api.servedBy ? `${api.servedBy} (${apiService ?? 'unknown'})` : 'the proxy itself';
+      return { ok: false, message: `GET /api/ on ${ROUTING_HOST} was answered ${api.status} by ${who}; it should reach web_dynamic.` };
+    }
+    if (api.receivedPath !== '/' || api.status !== 200) {
+      return {
+        ok: false,
+        message: `GET /api/ on ${ROUTING_HOST} reached ${api.servedBy}, which received ${api.receivedPath ?? 'an unknown path'} and answered ${api.status}; strip the /api/ prefix so it receives /.`,
+      };
+    }
+    return {
+      ok: true,
+      message: `On ${ROUTING_HOST}, / reached ${root.servedBy} and /api/ reached ${api.servedBy} as / (200): both services behind one host.`,
+    };
+  },
+};
+
 /** Every check, by id. */
 export const CHECKS: ReadonlyMap<string, LessonCheck> = new Map(
-  [loginSurvivesReloads, requestsSurviveACrash, redeployLosesNothing, vipSpread, idleCloseSeen].map((c) => [c.id, c]),
+  [loginSurvivesReloads, requestsSurviveACrash, redeployLosesNothing, vipSpread, idleCloseSeen, routingWorks].map((c) => [c.id, c]),
 );

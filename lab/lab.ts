@@ -10,10 +10,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { EventBus } from './events.ts';
-import type { BackendRuntime, Fault, ProxyCapabilities, ProxyDriver, ReplicaHandle } from './seams.ts';
+import type { BackendRuntime, Fault, ProxyCapabilities, ProxyConfig, ProxyDriver, ReplicaHandle } from './seams.ts';
 import type { LabStatus, ReplicaState, ReplicaStatus } from './status.ts';
-import { Topology, ServiceName, ReplicaCount, defaultTopology, SERVICE_NAMES, balancerOf, type DriverName } from './topology.ts';
-import { buildProxyConfig, type PoolMember } from './proxy/config.ts';
+import { Topology, ServiceName, ReplicaCount, Route, defaultTopology, SERVICE_NAMES, balancerOf, type DriverName } from './topology.ts';
+import { buildProxyConfig, ruleText, type PoolMember } from './proxy/config.ts';
 import { applySettings, parseSetting, SettingError, type SettingChange } from './settings.ts';
 import { z } from 'zod';
 import { Vip } from './vip.ts';
@@ -285,6 +285,38 @@ export class Lab {
   }
 
   /**
+   * Replaces the proxy's routes (Host, PathPrefix, StripPrefix; see Route in lab/topology.ts), live:
+   * the replicas keep running. A route to a service with no replica makes the proxy answer 503.
+   * @param routes 0..20 routes; order only breaks priority ties (Traefik: longer rule first).
+   * @throws LabError bad-request naming the route and field for an invalid route, or with the
+   *   proxy's own error when it refuses the configuration (the running routes then stay in force).
+   */
+  setRoutes(routes: unknown): Promise<LabStatus> {
+    const parsed = z
+      .array(Route, { error: 'routes must be a list of {service, host?, pathPrefix, stripPrefix}' })
+      .max(20, 'at most 20 routes')
+      .safeParse(routes);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const where = ['routes', ...(issue?.path ?? [])].join('.') + ': ';
+      throw new LabError(`${where}${issue?.message ?? 'invalid routes'}`, 'bad-request');
+    }
+    return this.#enqueue(async () => {
+      const before = this.#topology;
+      this.#topology = { ...before, routes: parsed.data };
+      try {
+        await this.#applyProxy();
+      } catch (err) {
+        this.#topology = before;
+        throw new LabError(`The ${this.#proxy.name} proxy refused the new routes: ${(err as Error).message}`, 'bad-request');
+      }
+      this.#log(`routes: ${parsed.data.map((r) => `${ruleText(r)} -> ${r.service}${r.stripPrefix ? ' (strip prefix)' : ''}`).join('; ') || 'none'}`);
+      this.#changed('routes');
+      return this.status();
+    });
+  }
+
+  /**
    * Sets a replica's weighted round-robin weight (0..256; 0 = no new requests).
    * @throws LabError not-found for an unknown replica, bad-request for a bad weight or an engine without weights.
    */
@@ -490,6 +522,11 @@ export class Lab {
     replica.startedAt = Date.now();
     await this.#applyProxy();
     this.#o.bus.emit('replica:started', this.#event(replica));
+  }
+
+  /** The neutral configuration (lab/seams.ts ProxyConfig) the running proxy was last given. */
+  proxyConfig(): ProxyConfig {
+    return this.#config();
   }
 
   /** The configuration text the running proxy uses (haproxy.cfg, or Traefik-style YAML). */

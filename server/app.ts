@@ -15,11 +15,13 @@ import { LabError, type Lab } from '../lab/lab.ts';
 import { LoadRequest, LoadRun } from '../lab/load.ts';
 import { ProbeClient } from '../lab/probe-client.ts';
 import { DriverName, ReplicaCount } from '../lab/topology.ts';
+import { ruleText } from '../lab/proxy/config.ts';
+import { renderHaproxyConfig } from '../lab/proxy/haproxy/render.ts';
 import { EventStream } from './event-stream.ts';
 import type { LessonInfo } from './lessons.ts';
-import { CHECKS } from '../lab/checks.ts';
+import { CHECKS, sendRouted } from '../lab/checks.ts';
 import { BurstRequest, HashMovementRequest, measureHashMovement, runBurst } from '../lab/experiments.ts';
-import type { ProxyInfo } from './protocol.ts';
+import type { ProxyConfigsView, ProxyInfo, RouteTestResult } from './protocol.ts';
 import { CAPTURE_MAX_SECONDS, type Capture } from '../lab/capture.ts';
 
 export interface LabServerOptions {
@@ -70,6 +72,34 @@ const CaptureStartBody = z.strictObject(
   { seconds: z.number({ error: `seconds must be a number from 1 to ${CAPTURE_MAX_SECONDS}` }).int(`seconds must be a whole number from 1 to ${CAPTURE_MAX_SECONDS}`).min(1, `seconds must be from 1 to ${CAPTURE_MAX_SECONDS}`).max(CAPTURE_MAX_SECONDS, `seconds must be from 1 to ${CAPTURE_MAX_SECONDS}`).optional() },
   { error: `body must be {} or {"seconds": <1..${CAPTURE_MAX_SECONDS}>}` },
 );
+const RoutesBody = z.strictObject({ routes: z.unknown() }, { error: 'body must be {"routes": [{"service", "host"?, "pathPrefix", "stripPrefix"}, ...]}' });
+const RouteTestBody = z.strictObject(
+  {
+    host: z
+      .string({ error: 'host must be text' })
+      .min(1, 'host must not be empty')
+      .max(253, 'host is at most 253 characters')
+      .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, 'host must be a DNS name such as demo.localhost (no port, no scheme)'),
+    path: z
+      .string({ error: 'path must be text' })
+      .max(300, 'path is at most 300 characters')
+      .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/-]*(\?[A-Za-z0-9._~!$&'()*+,;=:@%\/?-]*)?$/, 'path must start with / and use URL characters only, e.g. /api/jokes?n=1'),
+  },
+  { error: 'body must be {"host": "demo.localhost", "path": "/api/"}' },
+);
+/** How long the request tester waits for the proxy's request event after the answer (HAProxy's comes from its log). */
+const ROUTE_REPORT_WAIT_MS = 5_000;
+
+/** The routing part of haproxy.cfg: the frontend from its router rules to the end of the section. */
+function haproxyRoutingExcerpt(text: string): string {
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => /^\s*# Routers/.test(l));
+  if (start === -1) return text;
+  let end = start;
+  while (end < lines.length && lines[end].trim() !== '') end++;
+  return lines.slice(start, end).join('\n');
+}
+
 const ReplicaName = z
   .string()
   .max(100, 'replica name is too long')
@@ -232,6 +262,100 @@ export function createLabServer(o: LabServerOptions): LabServer {
     if (!check) throw new LabError(`Unknown check "${String(req.params.id).slice(0, 60)}". Checks: ${[...CHECKS.keys()].join(', ')}.`, 'not-found');
     const status = o.lab.status();
     res.json({ id: check.id, title: check.title, ...(await check.run({ proxyBase: `http://127.0.0.1:${status.proxy.port}`, status })) });
+  });
+
+  api.post('/routes', async (req, res) => {
+    res.json(await o.lab.setRoutes(parse(RoutesBody, req.body ?? {}).routes));
+  });
+
+  api.post('/route-test', async (req, res) => {
+    const { host, path: target } = parse(RouteTestBody, req.body ?? {});
+    const status = o.lab.status();
+    const config = o.lab.proxyConfig();
+    // The proxy's own report of this request, matched by our client connection: the embedded
+    // proxy names it by an id announced in connection:opened, HAProxy by the client's ip:port.
+    const connIds = new Map<string, string>();
+    const events: Array<{ router: string | null; service: string | null; clientConnId: string }> = [];
+    let wake: (() => void) | null = null;
+    const offOpened = o.bus.on('connection:opened', (e) => {
+      if (e.hop === 'client-proxy') connIds.set(e.local, e.id);
+    });
+    const offCompleted = o.bus.on('request:completed', (e) => {
+      events.push({ router: e.router, service: e.service, clientConnId: e.clientConnId });
+      wake?.();
+    });
+    const at = Date.now();
+    try {
+      let answer;
+      try {
+        answer = await sendRouted(`http://127.0.0.1:${status.proxy.port}`, host, target);
+      } catch (err) {
+        throw new LabError(`The proxy did not answer: ${(err as Error).message}`, 'failed');
+      }
+      const local = `127.0.0.1:${answer.localPort}`;
+      const find = () => events.find((e) => e.clientConnId === local || e.clientConnId === connIds.get(local));
+      const deadline = Date.now() + ROUTE_REPORT_WAIT_MS;
+      let seen = find();
+      while (!seen && Date.now() < deadline) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        wake = null;
+        seen = find();
+      }
+      const router = seen?.router ? config.routers.find((r) => r.name === seen.router) : undefined;
+      const result: RouteTestResult = {
+        host,
+        path: target,
+        driver: status.proxy.driver,
+        status: answer.status,
+        router: seen?.router ?? null,
+        rule: router ? ruleText(router) : null,
+        priority: router?.priority ?? null,
+        stripPrefix: router ? router.stripPrefix : null,
+        service: seen?.service ?? null,
+        replica: answer.servedBy,
+        receivedPath: answer.servedBy ? answer.receivedPath : null,
+        body: answer.body,
+        reported: seen !== undefined,
+        at,
+      };
+      res.json(result);
+    } finally {
+      offOpened();
+      offCompleted();
+    }
+  });
+
+  api.get('/proxy/configs', (_req, res) => {
+    const config = o.lab.proxyConfig();
+    const running = o.lab.proxyConfigText();
+    const view: ProxyConfigsView = {
+      driver: running.driver,
+      routers: config.routers.map((r) => ({ name: r.name, rule: ruleText(r), priority: r.priority, service: r.service, stripPrefix: r.stripPrefix })),
+      configs: [],
+    };
+    let haproxyText = '';
+    let haproxyError: string | undefined;
+    try {
+      // The running haproxy.cfg when HAProxy runs; otherwise the same renderer with example paths.
+      haproxyText = running.driver === 'haproxy' ? running.text : renderHaproxyConfig(config, { statsSocket: '/run/haproxy/admin.sock', statsPort: 8404 });
+    } catch (err) {
+      haproxyError = (err as Error).message;
+    }
+    view.configs.push({
+      engine: 'haproxy',
+      kind: 'haproxy.cfg',
+      title: 'HAProxy 2.6: haproxy.cfg',
+      text: haproxyText,
+      excerpt: haproxyRoutingExcerpt(haproxyText),
+      ...(haproxyError ? { error: haproxyError } : {}),
+    });
+    res.json(view);
   });
 
   /** The keep-alive client `keep` bursts share, with the proxy port it talks to. */

@@ -22,6 +22,9 @@
  *   POST /api/load {rate, seconds, path, timeoutMs} -> {runId} (events load:ticked / load:finished)
  *   POST /api/load/stop                       -> {stopped: boolean}
  *   POST /api/checks/:id                      -> {id, title, ok, message} (a lesson check, lab/checks.ts)
+ *   POST /api/routes {routes: Route[] (0..20)} -> LabStatus (routes replaced live, replicas kept; lab/topology.ts Route)
+ *   POST /api/route-test {host, path}         -> RouteTestResult (one GET through the proxy with that Host header)
+ *   GET  /api/proxy/configs                   -> ProxyConfigsView (the lab's routes rendered for every engine)
  *   GET  /api/capture                         -> CaptureState (available or the reason, running, last file size)
  *   POST /api/capture/start {seconds?: 1..300} -> CaptureState (tcpdump on the proxy's and replicas' ports; 409 when unavailable or already recording)
  *   POST /api/capture/stop                    -> CaptureState (409 when not recording)
@@ -86,3 +89,51 @@ export interface ProxyInfo {
 
 export type { LabStatus };
 export type { CaptureState } from '../lab/capture.ts';
+
+/**
+ * One request the lab server sent through the proxy for the request tester (`POST /api/route-test`):
+ * what the proxy reported (router, service, replica) and what the replica saw.
+ */
+export interface RouteTestResult {
+  /** The Host name sent (the header also carries the proxy's port, as a browser's does). */
+  host: string;
+  /** The request target sent, e.g. `/api/jokes?n=1`. */
+  path: string;
+  /** The engine that routed it. */
+  driver: 'embedded' | 'haproxy' | 'traefik';
+  /** HTTP status the client got. */
+  status: number;
+  /** The router that matched, as the proxy reported it; null when none did (the proxy's 404) or no report came. */
+  router: string | null;
+  /** That router's rule, e.g. ``Host(`demo.localhost`) && PathPrefix(`/api/`)``, and its priority (rule length). */
+  rule: string | null;
+  priority: number | null;
+  /** Whether that router strips its prefix. */
+  stripPrefix: boolean | null;
+  /** The service the router forwarded to, as the proxy reported it, or null. */
+  service: string | null;
+  /** The replica that answered (`X-Served-By`), or null when the proxy answered itself. */
+  replica: string | null;
+  /** The request target the replica received (after StripPrefix), or null when no replica answered. */
+  receivedPath: string | null;
+  /** The first 300 characters of the answer. */
+  body: string;
+  /** False when the proxy's request event did not arrive within 5 s (router and service are then null). */
+  reported: boolean;
+  /** Epoch ms when it was sent. */
+  at: number;
+}
+
+/** The lab's current routes rendered for each engine (`GET /api/proxy/configs`). */
+export interface ProxyConfigsView {
+  /** The engine running now. */
+  driver: 'embedded' | 'haproxy' | 'traefik';
+  /** The routers in priority order (highest first), with their Traefik rule text. */
+  routers: Array<{ name: string; rule: string; priority: number; service: string; stripPrefix: boolean }>;
+  /**
+   * One entry per rendering: HAProxy's haproxy.cfg (its frontend holds the routing rules), and,
+   * when the Traefik renderer is present, Traefik's dynamic configuration and Docker labels.
+   * `text` is the whole rendering; `excerpt` the part about routing. `error` when it could not be rendered.
+   */
+  configs: Array<{ engine: 'haproxy' | 'traefik'; kind: 'haproxy.cfg' | 'dynamic' | 'labels'; title: string; text: string; excerpt: string; error?: string }>;
+}

@@ -5,7 +5,7 @@
 //   GET /health  -> 200 { status: "ok" }
 //   WS  /ws/echo -> a WebSocket (the `ws` package): on open it sends { hostname, instanceId },
 //                   then answers each message with { hostname, echo } (the message's text)
-//   every response carries `X-Served-By: <hostname>`
+//   every response carries `X-Served-By: <hostname>` and `X-Received-Path: <path?query as received>`
 //
 // Environment:
 //   PORT                  port to listen on (default 3000; 0 = any free port)
@@ -68,8 +68,11 @@ export function createApp({ hostname, instanceId = crypto.randomUUID(), log = tr
   app.disable('x-powered-by');
   app.set('etag', false);
 
-  app.use((_req, res, next) => {
+  app.use((req, res, next) => {
     res.setHeader('X-Served-By', hostname);
+    // The request target as this replica received it (after the proxy's StripPrefix): the routing
+    // lesson shows it. Anything but printable ASCII is percent-encoded so the header stays valid.
+    res.setHeader('X-Received-Path', req.originalUrl.replace(/[^\x21-\x7e]/g, (c) => encodeURIComponent(c)));
     next();
   });
 

@@ -5,7 +5,7 @@
 //   GET /app.js, /style.css  -> the same files the page inlines (handy to read; the page itself
 //                               needs no second request, so each reload is one request)
 //   GET /health              -> 200 { status: "ok" }
-//   every response carries `X-Served-By: <hostname>`
+//   every response carries `X-Served-By: <hostname>` and `X-Received-Path: <path?query as received>`
 //
 // Environment (same conventions as web_dynamic):
 //   PORT                  port to listen on (default 3000; 0 = any free port)
@@ -102,8 +102,11 @@ export function createApp({ hostname, log = true, faults = new Faults({ hostname
   const app = express();
   app.disable('x-powered-by');
 
-  app.use((_req, res, next) => {
+  app.use((req, res, next) => {
     res.setHeader('X-Served-By', hostname);
+    // The request target as this replica received it (after the proxy's StripPrefix): the routing
+    // lesson shows it. Anything but printable ASCII is percent-encoded so the header stays valid.
+    res.setHeader('X-Received-Path', req.originalUrl.replace(/[^\x21-\x7e]/g, (c) => encodeURIComponent(c)));
     next();
   });
 
