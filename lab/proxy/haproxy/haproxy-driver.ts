@@ -289,7 +289,7 @@ export class HaproxyDriver implements ProxyDriver {
     }
     let n = 0;
     for (const dir of dirs) if (await local.sweepWorkDir(dir)) n++;
-    for (const h of opts.hosts ?? []) n += (await h.sweepLeftovers?.()) ?? 0;
+    for (const h of opts.hosts ?? []) n += (await h.sweepLeftovers?.(parentDir)) ?? 0;
     return n;
   }
 

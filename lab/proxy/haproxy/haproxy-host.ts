@@ -86,8 +86,12 @@ export interface HaproxyHost {
    * Resolves true if one was stopped.
    */
   sweepWorkDir(workDir: string): Promise<boolean>;
-  /** Removes every HAProxy this kind of host left behind anywhere (e.g. proxy containers of earlier sessions); resolves with how many. */
-  sweepLeftovers?(): Promise<number>;
+  /**
+   * Removes what this kind of host left behind for work directories inside `parentDir` (e.g.
+   * proxy containers of earlier sessions); resolves with how many. Optional: the process host's
+   * leftovers are found through sweepWorkDir().
+   */
+  sweepLeftovers?(parentDir: string): Promise<number>;
 }
 
 // ---------------------------------------------------------------- the local process
