@@ -65,6 +65,7 @@ const DOCUMENTED_STATIC: Record<string, string[]> = {
   'https://doc.traefik.io/traefik/observability/access-logs/': [
     'accessLog.format',
     'accessLog.filePath',
+    'accessLog.addInternals',
     'accessLog.fields.defaultMode',
     'accessLog.fields.names.*',
     'accessLog.fields.headers.defaultMode',
@@ -274,6 +275,7 @@ describe('renderTraefikStatic', () => {
     expect(s.api).toEqual({ dashboard: true });
     expect(s.ping).toEqual({ entryPoint: 'traefik' });
     expect(s.accessLog.format).toBe('json');
+    expect(s.accessLog.addInternals).toBe(true);
     expect(s.accessLog.filePath).toBeUndefined();
     expect(s.accessLog.fields.headers).toEqual({ defaultMode: 'drop', names: { 'X-Served-By': 'keep', 'Set-Cookie': 'keep' } });
     expect(s.providers).toEqual({ file: { directory: '/lab/traefik/dynamic', watch: true } });

@@ -290,7 +290,7 @@ function address(host: string, port: number): string {
  *   https://doc.traefik.io/traefik/operations/ping/);
  * - `accessLog` in JSON (https://doc.traefik.io/traefik/observability/access-logs/) with every
  *   field kept and the headers dropped but `X-Served-By` and `Set-Cookie` (the replica behind a VIP,
- *   the sticky cookie set);
+ *   the sticky cookie set), internal requests included (`addInternals`, Traefik v3.0+);
  * - `providers.file` with `directory` and `watch: true` (https://doc.traefik.io/traefik/providers/file/);
  * - `global` checkNewVersion and sendAnonymousUsage off (the lab may run offline).
  * @throws Error (a sentence) for a port out of range, an idle timeout out of 1 ms .. 1 h, or an
@@ -312,6 +312,9 @@ export function renderTraefikStatic(opts: TraefikStaticOptions): string {
     log: { level: opts.logLevel ?? 'INFO' },
     accessLog: {
       format: 'json',
+      // Requests to the API, dashboard and ping are logged too: no RequestCount is left without a
+      // line, which drained() relies on (access-log.ts InFlightTracker).
+      addInternals: true,
       ...(opts.accessLogFile ? { filePath: opts.accessLogFile } : {}),
       fields: {
         defaultMode: 'keep',
