@@ -10,9 +10,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { EventBus } from './events.ts';
-import type { BackendRuntime, Fault, ProxyCapabilities, ProxyConfig, ProxyDriver, ReplicaHandle } from './seams.ts';
+import type { BackendRuntime, Fault, ProxyCapabilities, ProxyConfig, ProxyDriver, ReplicaHandle, ReplicaHooks } from './seams.ts';
 import type { LabStatus, ReplicaState, ReplicaStatus } from './status.ts';
-import { Topology, ServiceName, ReplicaCount, Route, defaultTopology, SERVICE_NAMES, balancerOf, type DriverName } from './topology.ts';
+import { Topology, ServiceName, ReplicaCount, Route, defaultTopology, SERVICE_NAMES, MAX_REPLICAS, balancerOf, type DriverName } from './topology.ts';
 import { buildProxyConfig, ruleText, type PoolMember } from './proxy/config.ts';
 import { applySettings, parseSetting, SettingError, type SettingChange } from './settings.ts';
 import { z } from 'zod';
@@ -155,7 +155,44 @@ export class Lab {
     this.#proxyPort = await this.#proxy.start(this.#config());
     this.#emitApplied();
     await this.#enqueue(() => this.#converge('start'));
+    if (this.#o.runtime.discover) this.#unsubscribe.push(this.#o.runtime.discover((handle) => this.#adopt(handle)));
     return { swept };
+  }
+
+  /**
+   * A replica something else started (Docker Compose's `--scale`), found by the runtime: it joins its
+   * service's pool like one the lab started, and the desired count grows by one, so `status` shows it
+   * and a later crash or scale treats it like the others. Returns its hooks, or null when it is known.
+   */
+  #adopt(handle: ReplicaHandle): ReplicaHooks | null {
+    if (this.#stopping || this.#replicas.has(handle.hostname)) return null;
+    const replica: Replica = {
+      service: handle.service,
+      hostname: handle.hostname,
+      slot: this.#nextSlot(handle.service),
+      state: 'starting',
+      handle,
+      requests: 0,
+      weight: 1,
+      fault: 'healthy',
+      healthy: null,
+      startedAt: handle.readyAt,
+    };
+    this.#replicas.set(handle.hostname, replica);
+    void this.#enqueue(async () => {
+      if (replica.state !== 'starting') return; // gone before its turn
+      const spec = this.#topology.services[handle.service];
+      this.#topology = {
+        ...this.#topology,
+        services: { ...this.#topology.services, [handle.service]: { ...spec, replicas: Math.min(MAX_REPLICAS, (spec?.replicas ?? 0) + 1) } },
+      };
+      this.#joinPool(replica);
+      await this.#applyProxy();
+      this.#log(`found ${handle.hostname} (${handle.service}), started outside the lab: it joins the pool`);
+      this.#o.bus.emit('replica:started', this.#event(replica));
+      this.#changed(`found ${handle.hostname}`);
+    }).catch((err) => this.#log(`could not add ${handle.hostname} to the pool: ${(err as Error).message}`));
+    return this.#hooks(replica);
   }
 
   /** Stops every replica and the proxy. Safe to call twice; resolves when nothing is left running. */

@@ -88,6 +88,14 @@ export interface BackendRuntime {
   crash(hostname: string): Promise<void>;
   /** Puts a running replica into a fault mode (see Fault); resolves once the replica applies it. */
   setFault(hostname: string, fault: Fault): Promise<void>;
+  /**
+   * Optional: reports replicas of this lab that something else started — Docker Compose's containers
+   * of the lab's project (`docker compose up --scale web_dynamic=5`) — those running now and those
+   * that appear later, once ready. For each, `onFound(handle)` returns the hooks the runtime then
+   * calls (its logs, its exit), or null to leave it alone. stop/crash/setFault then work on it by
+   * hostname (in Docker, its container id, as Compose names it). Returns a function that stops watching.
+   */
+  discover?(onFound: (handle: ReplicaHandle) => ReplicaHooks | null): () => void;
 }
 
 // ---------------------------------------------------------------- proxy
