@@ -17,6 +17,7 @@ import { ProbeClient } from '../lab/probe-client.ts';
 import { DriverName, ReplicaCount } from '../lab/topology.ts';
 import { ruleText } from '../lab/proxy/config.ts';
 import { renderHaproxyConfig } from '../lab/proxy/haproxy/render.ts';
+import { renderTraefikDynamic, renderTraefikLabels } from '../lab/proxy/traefik/render.ts';
 import { EventStream } from './event-stream.ts';
 import type { LessonInfo } from './lessons.ts';
 import { CHECKS, sendRouted } from '../lab/checks.ts';
@@ -98,6 +99,19 @@ function haproxyRoutingExcerpt(text: string): string {
   let end = start;
   while (end < lines.length && lines[end].trim() !== '') end++;
   return lines.slice(start, end).join('\n');
+}
+
+/** The routing part of Traefik's dynamic YAML: the `routers:` and `middlewares:` blocks under `http:`. */
+function traefikRoutingExcerpt(text: string): string {
+  const out: string[] = ['http:'];
+  let keep = false;
+  for (const line of text.split('\n')) {
+    const section = /^ {2}([A-Za-z]+):\s*$/.exec(line);
+    if (section) keep = section[1] === 'routers' || section[1] === 'middlewares';
+    else if (/^\S/.test(line)) keep = false;
+    if (keep && line.trim() !== '') out.push(line);
+  }
+  return out.length > 1 ? out.join('\n') : text;
 }
 
 const ReplicaName = z
@@ -347,6 +361,29 @@ export function createLabServer(o: LabServerOptions): LabServer {
     } catch (err) {
       haproxyError = (err as Error).message;
     }
+    // Traefik's own words for the same routers: the file provider's YAML and the Docker labels.
+    let dynamic = '';
+    let dynamicError: string | undefined;
+    try {
+      dynamic = renderTraefikDynamic(config);
+    } catch (err) {
+      dynamicError = (err as Error).message;
+    }
+    const labelBlocks: string[] = [];
+    const routingBlocks: string[] = [];
+    let labelsError: string | undefined;
+    try {
+      for (const service of [...new Set(config.routers.map((r) => r.service))]) {
+        const labels = Object.entries(renderTraefikLabels(config, service));
+        const block = (keep: (key: string) => boolean) =>
+          [`  ${service}:`, '    labels:', ...labels.filter(([k]) => keep(k)).map(([k, v]) => `      - "${k}=${v}"`)].join('\n');
+        labelBlocks.push(block(() => true));
+        routingBlocks.push(block((k) => k === 'traefik.enable' || k.startsWith('traefik.http.routers.') || k.startsWith('traefik.http.middlewares.')));
+      }
+    } catch (err) {
+      labelsError = (err as Error).message;
+    }
+    const compose = (blocks: string[]) => ['# docker-compose.yml (Docker provider)', 'services:', ...blocks].join('\n');
     view.configs.push({
       engine: 'haproxy',
       kind: 'haproxy.cfg',
@@ -354,6 +391,22 @@ export function createLabServer(o: LabServerOptions): LabServer {
       text: haproxyText,
       excerpt: haproxyRoutingExcerpt(haproxyText),
       ...(haproxyError ? { error: haproxyError } : {}),
+    });
+    view.configs.push({
+      engine: 'traefik',
+      kind: 'dynamic',
+      title: 'Traefik v3: dynamic configuration (YAML)',
+      text: dynamic,
+      excerpt: dynamicError ? '' : traefikRoutingExcerpt(dynamic),
+      ...(dynamicError ? { error: dynamicError } : {}),
+    });
+    view.configs.push({
+      engine: 'traefik',
+      kind: 'labels',
+      title: 'Traefik v3: Docker labels',
+      text: labelsError ? '' : compose(labelBlocks),
+      excerpt: labelsError ? '' : compose(routingBlocks),
+      ...(labelsError ? { error: labelsError } : {}),
     });
     res.json(view);
   });

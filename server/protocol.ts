@@ -131,8 +131,9 @@ export interface ProxyConfigsView {
   /** The routers in priority order (highest first), with their Traefik rule text. */
   routers: Array<{ name: string; rule: string; priority: number; service: string; stripPrefix: boolean }>;
   /**
-   * One entry per rendering: HAProxy's haproxy.cfg (its frontend holds the routing rules), and,
-   * when the Traefik renderer is present, Traefik's dynamic configuration and Docker labels.
+   * One entry per rendering: HAProxy's haproxy.cfg (its frontend holds the routing rules; the
+   * running file when HAProxy runs), Traefik's dynamic configuration (file provider YAML) and its
+   * Docker labels (as a docker-compose `labels:` list per service), all from the same ProxyConfig.
    * `text` is the whole rendering; `excerpt` the part about routing. `error` when it could not be rendered.
    */
   configs: Array<{ engine: 'haproxy' | 'traefik'; kind: 'haproxy.cfg' | 'dynamic' | 'labels'; title: string; text: string; excerpt: string; error?: string }>;

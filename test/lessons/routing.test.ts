@@ -146,7 +146,7 @@ describe.each(engines)('lesson 07-routing on %s', (engine) => {
     expect((await check()).ok).toBe(true);
   });
 
-  it('renders the routes for HAProxy side by side: ACLs in priority order, set-path for the strip, the 404', async () => {
+  it('renders the routes side by side: HAProxy ACLs in priority order, set-path for the strip, the 404; Traefik routers, stripPrefix middleware, labels', async () => {
     await setRoutes(withStrip(START));
     const r = await api<ProxyConfigsView>('/api/proxy/configs');
     expect(r.status).toBe(200);
@@ -166,6 +166,17 @@ describe.each(engines)('lesson 07-routing on %s', (engine) => {
     expect(cfg.excerpt).toMatch(/http-request set-path .* if \{ var\(txn.router\) -m str web_dynamic-1 \}/);
     expect(cfg.excerpt).toContain('404 page not found');
     expect(cfg.text).toContain(cfg.excerpt);
+
+    const dynamic = r.json.configs.find((c) => c.engine === 'traefik' && c.kind === 'dynamic')!;
+    expect(dynamic.error).toBeUndefined();
+    expect(dynamic.excerpt).toContain('rule: Host(`demo.localhost`) && PathPrefix(`/api/`)');
+    expect(dynamic.excerpt).toMatch(/stripPrefix:\n\s+prefixes:\n\s+- \/api\//);
+    expect(dynamic.excerpt).not.toContain('servers:');
+    const labels = r.json.configs.find((c) => c.engine === 'traefik' && c.kind === 'labels')!;
+    expect(labels.error).toBeUndefined();
+    expect(labels.excerpt).toContain('"traefik.http.routers.web_dynamic-1.rule=Host(`demo.localhost`) && PathPrefix(`/api/`)"');
+    expect(labels.excerpt).toMatch(/"traefik\.http\.middlewares\.[\w-]+\.stripprefix\.prefixes=\/api\/"/);
+    expect(labels.excerpt).toMatch(/"traefik\.http\.routers\.web_dynamic-1\.middlewares=[\w-]+"/);
   });
 });
 

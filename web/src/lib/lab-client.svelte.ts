@@ -9,7 +9,7 @@
  */
 import { getContext, setContext } from 'svelte';
 import { io, type Socket } from 'socket.io-client';
-import type { CaptureState, EventBatch, LabStatus, ProxyInfo } from '../../../server/protocol.ts';
+import type { CaptureState, EventBatch, LabStatus, ProxyConfigsView, ProxyInfo, RouteTestResult } from '../../../server/protocol.ts';
 import type { ImageBuildProgressed, LoadFinished, LoadTicked, LogLine, RequestCompleted } from '../../../lab/events.ts';
 import type { BurstRequest, BurstResult, HashMovementRequest, HashMovementResult } from '../../../lab/experiments.ts';
 import type { LoadRequest } from '../../../lab/load.ts';
@@ -41,6 +41,14 @@ export type DriverName = ProxyInfo['name'];
 /** A probe burst as the page asks for it (the server fills in defaults). */
 export type Burst = Partial<BurstRequest>;
 export type { BurstResult, CaptureState, HashMovementResult, ProxyInfo };
+export type { ProxyConfigsView, RouteTestResult };
+/** A route as the routes editor sends it (lab/topology.ts Route; host absent = any host). */
+export interface RouteInput {
+  service: string;
+  host?: string;
+  pathPrefix: string;
+  stripPrefix: boolean;
+}
 /** The hash-movement experiment: `type` is required, the rest defaults on the server. */
 export type HashMovementAsk = Pick<HashMovementRequest, 'type'> & Partial<Omit<HashMovementRequest, 'type'>>;
 /**
@@ -448,6 +456,26 @@ export class LabClient {
   get loadRunning(): boolean {
     const run = this.loadRun;
     return run !== null && !this.loadResults.some((f) => f.runId === run.runId);
+  }
+
+  /**
+   * Replaces the proxy's routes live (POST /api/routes; replicas keep running). All or none; the
+   * error names the route and field, e.g. `routes.1.host: host must be a DNS name such as demo.localhost`.
+   */
+  async setRoutes(routes: RouteInput[]): Promise<CommandResult> {
+    return this.#call('POST', '/api/routes', { routes });
+  }
+
+  /** One GET through the proxy with a chosen Host header, sent by the lab server (a page cannot set Host). */
+  async testRoute(host: string, path: string): Promise<Result<{ result: RouteTestResult }>> {
+    const r = await this.#request<RouteTestResult>('POST', '/api/route-test', { host, path });
+    return r.ok ? { ok: true, result: r.data } : r;
+  }
+
+  /** The lab's routes rendered for every engine (HAProxy's frontend, Traefik's dynamic configuration and labels). */
+  async proxyConfigs(): Promise<Result<{ view: ProxyConfigsView }>> {
+    const r = await this.#request<ProxyConfigsView>('GET', '/api/proxy/configs');
+    return r.ok ? { ok: true, view: r.data } : r;
   }
 
   /** Runs one of the lesson checks (lab/checks.ts) against the running lab. */
