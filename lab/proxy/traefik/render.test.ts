@@ -237,6 +237,17 @@ describe('renderTraefikDynamic', () => {
     expect(d.http.middlewares['lab-dashboard-auth']).toEqual({ basicAuth: { users: ['lab:{SHA}abc='] } });
   });
 
+  it('the drain marker router: highest priority, Host + Path, answered by noop@internal', () => {
+    const d = parse(renderTraefikDynamic(fullConfig(), { drainMarker: true }));
+    expect(d.http.routers['lab-drain-marker']).toEqual({
+      rule: 'Host(`drain-marker.balancer-lab.invalid`) && Path(`/.well-known/balancer-lab/drain`)',
+      priority: 1_000_000,
+      entryPoints: ['web'],
+      service: 'noop@internal',
+    });
+    expect(undocumented(d, DOCUMENTED_DYNAMIC)).toEqual([]);
+  });
+
   it('refuses what could break out of a rule or is not Traefik-safe, with a sentence', () => {
     const bad = (mut: (c: ProxyConfig) => void) => {
       const c = fullConfig();

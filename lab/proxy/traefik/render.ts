@@ -18,7 +18,8 @@
  *     (no idle connection kept: a new server connection per request,
  *     https://doc.traefik.io/traefik/routing/services/#serverstransport_1);
  *   - optionally the dashboard router (`api@internal` on the `traefik` entrypoint behind a
- *     basicAuth middleware, https://doc.traefik.io/traefik/operations/dashboard/).
+ *     basicAuth middleware, https://doc.traefik.io/traefik/operations/dashboard/) and the drain
+ *     marker router ({@link DRAIN_MARKER}, service `noop@internal`).
  * - {@link renderTraefikStatic}: the static configuration (entryPoints with the idle timeout, the
  *   API/dashboard entrypoint, ping, JSON access log, the file provider's directory + watch).
  * - {@link renderTraefikLabels}: the Docker provider's labels for the same routers and services
@@ -145,10 +146,24 @@ export interface TraefikDashboardOptions {
   users: string[];
 }
 
+/**
+ * The drain marker: a router of the highest priority on the lab's entrypoint that only a request
+ * for this host and path matches, answered by Traefik itself (`noop@internal`, no replica sees it).
+ * The driver sends one to learn where Traefik's request numbering stands (see TraefikDriver.drained).
+ */
+export const DRAIN_MARKER = {
+  router: 'lab-drain-marker',
+  host: 'drain-marker.balancer-lab.invalid',
+  path: '/.well-known/balancer-lab/drain',
+  priority: 1_000_000,
+} as const;
+
 /** Options of {@link renderTraefikDynamic} and {@link traefikDynamicModel}. */
 export interface TraefikDynamicOptions {
   /** Add the dashboard router (`api@internal` on the `traefik` entrypoint, behind basic auth). */
   dashboard?: TraefikDashboardOptions;
+  /** Add the {@link DRAIN_MARKER} router on the lab's entrypoint. */
+  drainMarker?: boolean;
 }
 
 /**
@@ -211,6 +226,15 @@ export function traefikDynamicModel(config: ProxyConfig, opts: TraefikDynamicOpt
       middlewares: [DASHBOARD_AUTH_MIDDLEWARE],
     };
     middlewares[DASHBOARD_AUTH_MIDDLEWARE] = { basicAuth: { users: [...opts.dashboard.users] } };
+  }
+
+  if (opts.drainMarker) {
+    routers[DRAIN_MARKER.router] = {
+      rule: `Host(\`${DRAIN_MARKER.host}\`) && Path(\`${DRAIN_MARKER.path}\`)`,
+      priority: DRAIN_MARKER.priority,
+      entryPoints: [entryPoint],
+      service: 'noop@internal',
+    };
   }
 
   const http: Record<string, Record<string, unknown>> = { routers, services };
