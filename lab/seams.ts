@@ -41,6 +41,8 @@ export interface ReplicaHandle {
   port: number;
   /** OS process id in process mode; null where there is none (containers). */
   pid: number | null;
+  /** Docker mode: the replica's container id, 12 hex (`docker ps` shows it); absent in process mode. */
+  containerId?: string;
   /** Epoch ms when it became ready. */
   readyAt: number;
   /**

@@ -1,0 +1,766 @@
+/**
+ * DockerRuntime: the demo backends as containers (the BackendRuntime of `--runtime docker`).
+ *
+ * - Images: built from sandbox-images/ by ./images.ts when their content-hash tag is missing,
+ *   FROM the official images or from LAB_DOCKER_BASE (the offline base); progress goes to
+ *   onImageProgress as `image:build` events.
+ * - Network: a bridge `balancer-lab-<sessionId>` with an explicit /24 subnet, created on the
+ *   first start and removed by stopAll(). The runtime picks each replica's IPv4 address itself,
+ *   so a replica restarted with ReplicaSpec.port gets its old address back (Docker assigns a
+ *   fixed address only on a network whose subnet was given at creation).
+ * - Containers: `balancer-lab-<sessionId>-<hostname>`, Hostname = the replica's hostname (its
+ *   answers name the replica the lab knows), the lab's labels plus Compose's
+ *   (com.docker.compose.project=balancer-lab, com.docker.compose.service=<service>) so
+ *   `docker-compose ps` lists them, Docker's init as PID 1 (SIGTERM reaches php -S, which as
+ *   PID 1 would ignore it). The handle's host is the container's address on the lab network
+ *   (the lab and a proxy on the host reach it directly), port 8080, pid null.
+ * - Readiness: the backend's own startup line in its log (`listening on http://...`, or php's
+ *   `Development Server (...) started`), then `GET /health` 200 with the right X-Served-By.
+ * - Faults: a JSON file at /run/lab/fault.json in the container (LAB_FAULT_FILE), put with the
+ *   archive API and renamed into place (an exec with an argument array). Node backends log
+ *   `<hostname> fault: <mode>` when they apply it: that line is the acknowledgement. router.php
+ *   reads the file at every request, so for session_php the write is enough and the runtime
+ *   writes the `fault:` line into the replica's log itself, as ProcessRuntime does.
+ * - Exit: container.wait(); onExit's `expected` is true only for stop()/stopAll(). Exited
+ *   containers are removed (their log was streamed already).
+ * - sweep(): removes containers and networks labelled `balancer-lab.session` of other sessions.
+ *
+ * Only files under lab/runtime/docker/ import dockerode.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import tar from 'tar-stream';
+import type Docker from 'dockerode';
+import type { ImageBuildProgressed } from '../../events.ts';
+import type { BackendRuntime, Fault, ReplicaHandle, ReplicaHooks, ReplicaSpec } from '../../seams.ts';
+import { SERVICE_NAMES, type ServiceName } from '../../topology.ts';
+import {
+  connectDocker,
+  followLogs,
+  LABEL_HOSTNAME,
+  LABEL_ROLE,
+  LABEL_SERVICE,
+  LABEL_SESSION,
+  labelFilter,
+  NAME_PREFIX,
+  type LogFollower,
+} from './docker-client.ts';
+import { ImageBuilder, sandboxImageTarget } from './images.ts';
+
+/**
+ * Label naming the lab process that created a container or network: `<host name>/<pid>/<start>`
+ * (start: /proc/<pid>/stat field 22, so a recycled pid is not taken for the lab). sweep()
+ * leaves objects whose owner still runs on this machine.
+ */
+export const LABEL_OWNER = 'balancer-lab.owner';
+/** The port every backend listens on inside its container. */
+export const CONTAINER_PORT = 8080;
+/** Where the fault file lives in a replica container (LAB_FAULT_FILE). */
+export const FAULT_FILE = '/run/lab/fault.json';
+/** Compose's project label value, so `docker-compose -p balancer-lab ps` lists the lab's containers. */
+export const COMPOSE_PROJECT = 'balancer-lab';
+
+/** Options of DockerRuntime. */
+export interface DockerRuntimeOptions {
+  /** A connected client; default: connectDocker() on first use (DOCKER_HOST or /var/run/docker.sock). */
+  docker?: Docker;
+  /** Id of this lab run, `[A-Za-z0-9_-]{1,64}`: in every name and the `balancer-lab.session` label. */
+  sessionId: string;
+  /** The lab's state folder; npm installs for the images are cached in `<stateDir>/docker-cache` unless cacheDir says otherwise. */
+  stateDir: string;
+  /** Node backends report their connections on stdout (LAB_CONN_EVENTS=1). Default false. */
+  connectionReports?: boolean;
+  /** Every line of an image build (and the final done event): `image:build` events. */
+  onImageProgress?(event: ImageBuildProgressed): void;
+  /** How long a started container may take to be ready, ms (default 60000; an image build before it is not counted). */
+  readyTimeoutMs?: number;
+  /** Base image of the builds; default env LAB_DOCKER_BASE, else the official images. */
+  base?: string;
+  /** Where host-side npm installs for the images are cached; default `<stateDir>/docker-cache`. */
+  cacheDir?: string;
+}
+
+/** Readiness line of each kind of backend, and what it says about the implementation. */
+const NODE_READY = /^listening on http:\/\//;
+const PHP_READY = /PHP (\d+\.\d+\.\d+)\S* Development Server \(http:\/\/[^)]+\) started/;
+const SESSION_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const MAX_LOG_LINE = 8192;
+/** Log lines kept to explain a failed start. */
+const LOG_TAIL = 10;
+const DEFAULT_GRACE_MS = 2000;
+/** How long setFault waits for the replica's `fault:` line, ms. */
+const FAULT_ACK_MS = 15_000;
+const RESERVED_ENV = new Set(['PORT', 'HOST', 'PATH', 'HOME', 'NODE_ENV']);
+const RESERVED_ENV_PREFIX = /^(LAB_|NODE_|NPM_|LD_|PHP_INI|UV_)/;
+
+const SpecSchema = z.object({
+  service: z.enum(SERVICE_NAMES),
+  hostname: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a hostname is 1-63 letters, digits, "_", "." or "-"'),
+  port: z.number().int().min(1).max(65_535).optional(),
+  env: z
+    .record(z.string().regex(/^[A-Z][A-Z0-9_]*$/, 'env names are upper case, e.g. KEEPALIVE_TIMEOUT_MS'), z.string().max(4096))
+    .optional(),
+});
+
+const FaultSchema = z.union([
+  z.object({ mode: z.enum(['healthy', 'unhealthy', 'errors', 'hang']) }),
+  z.object({ mode: z.literal('slow'), ms: z.number().int().min(1).max(60_000) }),
+]);
+
+/** `slow 500 ms`, `hang`, ...: a fault as the backends' log lines show it (sandbox-images/shared/faults.js). */
+function describeFault(fault: Fault): string {
+  return fault.mode === 'slow' ? `slow ${fault.ms} ms` : fault.mode;
+}
+
+/** One replica container this runtime started. */
+interface Replica {
+  spec: ReplicaSpec;
+  hooks: ReplicaHooks;
+  name: string;
+  container: Docker.Container;
+  containerId: string;
+  ip: string;
+  /** stop() or stopAll() asked for it: its exit is expected. */
+  stopRequested: boolean;
+  /** Resolves once the container exited, onExit was called and the container was removed. */
+  gone: Promise<void>;
+  follower: LogFollower | null;
+  /** Lines waited for (readiness, fault acknowledgements). */
+  waiters: Set<(stream: 'stdout' | 'stderr', text: string) => void>;
+  tail: string[];
+  exited: boolean;
+  /** start() resolved: only then is an exit reported through onExit (as ProcessRuntime does). */
+  ready: boolean;
+  faultSeq: number;
+}
+
+/** The network this runtime's replicas share. */
+interface LabNetwork {
+  id: string;
+  name: string;
+  /** e.g. `172.18.0.` (the runtime uses /24 subnets). */
+  prefix: string;
+  gateway: string;
+}
+
+/**
+ * Runs replicas as Docker containers; see the module comment for names, labels, network,
+ * readiness, faults and exits. Methods reject with an Error whose message is one sentence.
+ */
+export class DockerRuntime implements BackendRuntime {
+  readonly name = 'docker' as const;
+  readonly #opts: DockerRuntimeOptions;
+  readonly #sessionId: string;
+  readonly #readyTimeoutMs: number;
+  #docker: Promise<Docker> | null;
+  #builder: ImageBuilder | null = null;
+  #network: Promise<LabNetwork> | null = null;
+  readonly #replicas = new Map<string, Replica>();
+  /** Hostnames being started (not in #replicas yet), with their container once created. */
+  readonly #starting = new Map<string, { container?: Docker.Container; cancelled: boolean }>();
+  /** The last address of each hostname that is not running: a restart (ReplicaSpec.port) gets it back; oldest first. */
+  readonly #lastIp = new Map<string, string>();
+
+  /** @throws Error when sessionId is not `[A-Za-z0-9_-]{1,64}`. */
+  constructor(opts: DockerRuntimeOptions) {
+    if (!SESSION_ID.test(opts.sessionId)) throw new Error(`A session id is 1-64 letters, digits, "_" or "-", not ${JSON.stringify(opts.sessionId)}.`);
+    this.#opts = opts;
+    this.#sessionId = opts.sessionId;
+    this.#readyTimeoutMs = opts.readyTimeoutMs ?? 60_000;
+    this.#docker = opts.docker ? Promise.resolve(opts.docker) : null;
+  }
+
+  /** The lab network's name: `balancer-lab-<sessionId>`. */
+  get networkName(): string {
+    return `${NAME_PREFIX}-${this.#sessionId}`;
+  }
+
+  #client(): Promise<Docker> {
+    this.#docker ??= connectDocker();
+    return this.#docker;
+  }
+
+  #imageBuilder(docker: Docker): ImageBuilder {
+    this.#builder ??= new ImageBuilder(docker, {
+      ...(this.#opts.base !== undefined ? { base: this.#opts.base } : {}),
+      cacheDir: this.#opts.cacheDir ?? path.join(this.#opts.stateDir, 'docker-cache'),
+      onProgress: (e) => this.#opts.onImageProgress?.(e),
+    });
+    return this.#builder;
+  }
+
+  /**
+   * Builds (if needed) the image of a service, without starting anything: lets the lab build
+   * every image up front with progress, before the first replica's readiness clock starts.
+   * @returns the image tag.
+   */
+  async prepareImage(service: ServiceName): Promise<string> {
+    const docker = await this.#client();
+    return (await this.#imageBuilder(docker).ensure(sandboxImageTarget(service))).tag;
+  }
+
+  /**
+   * Removes containers and networks labelled `balancer-lab.session` whose session is not this
+   * one and whose lab is gone: leftovers of earlier runs that were killed. Objects of a lab that
+   * still runs on this machine (LABEL_OWNER: its pid is alive with the same start time) are
+   * left alone, and so are those of a lab on another host (e.g. one in a container), whose
+   * liveness cannot be told from here. Resolves with how many it removed.
+   */
+  async sweep(): Promise<number> {
+    const docker = await this.#client();
+    let removed = 0;
+    const containers = await docker.listContainers({ all: true, filters: labelFilter() });
+    for (const c of containers) {
+      if (c.Labels?.[LABEL_SESSION] === this.#sessionId || ownerAlive(c.Labels?.[LABEL_OWNER])) continue;
+      try {
+        await docker.getContainer(c.Id).remove({ force: true });
+        removed += 1;
+      } catch (err) {
+        if (!isNotFound(err)) throw sentence(err, `Could not remove the leftover container ${c.Names?.[0] ?? c.Id}`);
+      }
+    }
+    const networks = await docker.listNetworks({ filters: labelFilter() });
+    for (const n of networks) {
+      if (n.Labels?.[LABEL_SESSION] === this.#sessionId || ownerAlive(n.Labels?.[LABEL_OWNER])) continue;
+      try {
+        await docker.getNetwork(n.Id).remove();
+        removed += 1;
+      } catch (err) {
+        if (!isNotFound(err)) throw sentence(err, `Could not remove the leftover network ${n.Name}`);
+      }
+    }
+    return removed;
+  }
+
+  /**
+   * Starts a replica container and resolves once it is ready (see the module comment).
+   * `spec.port`: restart at the same address: must be 8080 (the port inside every container);
+   * the container gets the address this hostname had before.
+   * @throws Error (a sentence) on an invalid spec, a hostname already running, a failed image
+   *   build, a container that exits or is stopped before it is ready, or readiness taking longer
+   *   than readyTimeoutMs (with the container's last log lines).
+   */
+  async start(spec: ReplicaSpec, hooks: ReplicaHooks): Promise<ReplicaHandle> {
+    const parsed = SpecSchema.safeParse(spec);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new Error(`Invalid replica spec (${issue.path.join('.') || 'spec'}): ${issue.message}.`);
+    }
+    const label = `Replica ${spec.hostname} (${spec.service})`;
+    for (const name of Object.keys(spec.env ?? {})) {
+      if (RESERVED_ENV.has(name) || RESERVED_ENV_PREFIX.test(name)) throw new Error(`${label} cannot set ${name}: the runtime sets it.`);
+    }
+    if (spec.port !== undefined && spec.port !== CONTAINER_PORT) {
+      throw new Error(`${label} cannot listen on port ${spec.port}: in Docker mode every replica listens on ${CONTAINER_PORT} at its own address.`);
+    }
+    if (this.#replicas.has(spec.hostname) || this.#starting.has(spec.hostname)) {
+      throw new Error(`${label} is already running.`);
+    }
+    const ticket: { container?: Docker.Container; cancelled: boolean } = { cancelled: false };
+    this.#starting.set(spec.hostname, ticket);
+    try {
+      const docker = await this.#client();
+      const image = await this.#imageBuilder(docker).ensure(sandboxImageTarget(spec.service));
+      if (ticket.cancelled) throw new Error(`${label} was stopped before it was ready.`);
+      const network = await this.#ensureNetwork(docker);
+      const ip = this.#pickIp(network, spec);
+      return await this.#run(docker, network, image.tag, ip, spec, hooks, label, ticket);
+    } finally {
+      this.#starting.delete(spec.hostname);
+    }
+  }
+
+  async #run(
+    docker: Docker,
+    network: LabNetwork,
+    image: string,
+    ip: string,
+    spec: ReplicaSpec,
+    hooks: ReplicaHooks,
+    label: string,
+    ticket: { container?: Docker.Container; cancelled: boolean },
+  ): Promise<ReplicaHandle> {
+    const name = `${NAME_PREFIX}-${this.#sessionId}-${spec.hostname}`;
+    const env: Record<string, string> = {
+      ...spec.env,
+      PORT: String(CONTAINER_PORT),
+      HOST: '0.0.0.0',
+      LAB_HOSTNAME: spec.hostname,
+      LAB_SESSION: this.#sessionId,
+      LAB_FAULT_FILE: FAULT_FILE,
+      ...(this.#opts.connectionReports ? { LAB_CONN_EVENTS: '1' } : {}),
+    };
+    // A container of this name left by a start that failed half-way (this session): replace it.
+    await docker.getContainer(name).remove({ force: true }).catch(() => {});
+    let container: Docker.Container;
+    try {
+      container = await docker.createContainer({
+        name,
+        Image: image,
+        Hostname: spec.hostname,
+        Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        Labels: {
+          [LABEL_SESSION]: this.#sessionId,
+          [LABEL_ROLE]: 'replica',
+          [LABEL_SERVICE]: spec.service,
+          [LABEL_HOSTNAME]: spec.hostname,
+          [LABEL_OWNER]: OWNER,
+          'com.docker.compose.project': COMPOSE_PROJECT,
+          'com.docker.compose.service': spec.service,
+          'com.docker.compose.oneoff': 'False',
+        },
+        ExposedPorts: { [`${CONTAINER_PORT}/tcp`]: {} },
+        HostConfig: { Init: true, NetworkMode: network.name, RestartPolicy: { Name: 'no' } },
+        NetworkingConfig: {
+          EndpointsConfig: { [network.name]: { IPAMConfig: { IPv4Address: ip }, Aliases: [spec.hostname, spec.service] } },
+        },
+      });
+    } catch (err) {
+      throw sentence(err, `${label} could not be created`);
+    }
+    ticket.container = container;
+    if (ticket.cancelled) {
+      await container.remove({ force: true }).catch(() => {});
+      throw new Error(`${label} was stopped before it was ready.`);
+    }
+    const containerId = container.id.slice(0, 12);
+    let resolveGone!: () => void;
+    const replica: Replica = {
+      spec,
+      hooks,
+      name,
+      container,
+      containerId,
+      ip,
+      stopRequested: false,
+      gone: new Promise<void>((r) => (resolveGone = r)),
+      follower: null,
+      waiters: new Set(),
+      tail: [],
+      exited: false,
+      ready: false,
+      faultSeq: 0,
+    };
+    this.#replicas.set(spec.hostname, replica);
+    this.#lastIp.delete(spec.hostname);
+
+    const php = spec.service === 'session_php';
+    let implementation: string | undefined;
+    let exitInfo: { code: number | null; signal: string | null } | null = null;
+    const ready = new Promise<void>((resolve, reject) => {
+      const onLine = (_stream: 'stdout' | 'stderr', text: string) => {
+        const m = php ? PHP_READY.exec(text) : NODE_READY.exec(text);
+        if (m) {
+          if (php) implementation = `php ${m[1]}`;
+          replica.waiters.delete(onLine);
+          resolve();
+        }
+      };
+      replica.waiters.add(onLine);
+      replica.gone.then(() => reject(new Error('exited')));
+    });
+    ready.catch(() => {});
+
+    try {
+      await container.start();
+    } catch (err) {
+      await this.#forget(replica);
+      resolveGone();
+      throw sentence(err, `${label} could not be started`);
+    }
+    replica.follower = await followLogs(container, (stream, text) => this.#onLine(replica, stream, text)).catch(() => null);
+    // Exit watch: wait() resolves when the container stops (or at once if it already has).
+    void container
+      .wait()
+      .then((r: { StatusCode?: number }) => r.StatusCode ?? null, () => null)
+      .then(async (code) => {
+        replica.exited = true;
+        // Let the last log lines arrive before onExit (bounded: a stuck stream must not hold it).
+        if (replica.follower) await Promise.race([replica.follower.ended, delay(2000)]);
+        replica.follower?.stop();
+        exitInfo = exitOf(code);
+        await this.#forget(replica);
+        try {
+          if (replica.ready) hooks.onExit({ ...exitInfo, expected: replica.stopRequested });
+        } finally {
+          resolveGone();
+        }
+      });
+
+    const deadline = Date.now() + this.#readyTimeoutMs;
+    try {
+      await withDeadline(ready, deadline);
+      if (ticket.cancelled) throw new Error('stopped');
+      await this.#probeHealth(replica, deadline, () => ticket.cancelled || replica.exited);
+    } catch (err) {
+      const why = (err as Error).message;
+      const tail = replica.tail.length ? ` Last log lines: ${replica.tail.slice(-5).join(' | ')}` : ' It logged nothing.';
+      const timedOut = !ticket.cancelled && !replica.exited && why !== 'exited';
+      if (!replica.exited) {
+        replica.stopRequested = true;
+        await container.remove({ force: true }).catch(() => {});
+      }
+      await replica.gone;
+      if (timedOut) throw new Error(`${label} was not ready within ${this.#readyTimeoutMs} ms (${why}).${tail}`);
+      if (ticket.cancelled) throw new Error(`${label} was stopped before it was ready.`);
+      const ex = exitInfo as { code: number | null; signal: string | null } | null;
+      const how = ex?.signal ? `was killed by ${ex.signal}` : `exited with code ${ex?.code ?? 'unknown'}`;
+      throw new Error(`${label} ${how} before it was ready.${tail}`);
+    }
+    replica.ready = true;
+    const handle: ReplicaHandle = {
+      service: spec.service,
+      hostname: spec.hostname,
+      host: ip,
+      port: CONTAINER_PORT,
+      pid: null,
+      readyAt: Date.now(),
+      containerId,
+    };
+    if (implementation !== undefined) handle.implementation = implementation;
+    return handle;
+  }
+
+  /** GET /health until 200 with X-Served-By = hostname, the deadline, or `stop()` says so. */
+  async #probeHealth(replica: Replica, deadline: number, stop: () => boolean): Promise<void> {
+    let last = 'no answer yet';
+    for (;;) {
+      if (stop()) throw new Error('exited');
+      const r = await getHealth(replica.ip, CONTAINER_PORT, Math.max(200, Math.min(2000, deadline - Date.now())));
+      if (r.status === 200 && r.servedBy === replica.spec.hostname) return;
+      last = r.status === 0 ? r.error : `GET /health answered ${r.status}${r.servedBy !== replica.spec.hostname ? ` from ${r.servedBy ?? 'no X-Served-By'}` : ''}`;
+      if (Date.now() >= deadline) throw new Error(last);
+      await delay(100); // between probes of a server that just printed its line: rarely needed
+    }
+  }
+
+  #onLine(replica: Replica, stream: 'stdout' | 'stderr', raw: string): void {
+    const text = raw.length > MAX_LOG_LINE ? `${raw.slice(0, MAX_LOG_LINE)} [cut]` : raw;
+    replica.tail.push(text);
+    if (replica.tail.length > LOG_TAIL) replica.tail.shift();
+    for (const waiter of [...replica.waiters]) waiter(stream, text);
+    replica.hooks.onLog(stream, text);
+  }
+
+  /** Drops a replica from the live map (remembering its address) and removes its container. */
+  async #forget(replica: Replica): Promise<void> {
+    if (this.#replicas.get(replica.spec.hostname) === replica) {
+      this.#replicas.delete(replica.spec.hostname);
+      this.#lastIp.set(replica.spec.hostname, replica.ip);
+    }
+    await replica.container.remove({ force: true }).catch(() => {});
+  }
+
+  /**
+   * Stops a replica: SIGTERM, then SIGKILL after graceMs (default 2000), or SIGKILL at once.
+   * Resolves once its container is gone (onExit was called with expected: true). Unknown hostname: resolves.
+   */
+  async stop(hostname: string, opts: { signal?: 'SIGTERM' | 'SIGKILL'; graceMs?: number } = {}): Promise<void> {
+    const starting = this.#starting.get(hostname);
+    if (starting && !this.#replicas.has(hostname)) {
+      starting.cancelled = true;
+      await starting.container?.remove({ force: true }).catch(() => {});
+      return;
+    }
+    const replica = this.#replicas.get(hostname);
+    if (!replica) return;
+    const ticket = this.#starting.get(hostname);
+    if (ticket) ticket.cancelled = true;
+    replica.stopRequested = true;
+    await this.#terminate(replica, opts.signal ?? 'SIGTERM', opts.graceMs ?? DEFAULT_GRACE_MS);
+  }
+
+  async #terminate(replica: Replica, signal: 'SIGTERM' | 'SIGKILL', graceMs: number): Promise<void> {
+    if (!replica.exited) {
+      await replica.container.kill({ signal }).catch(() => {});
+      if (signal === 'SIGTERM') {
+        const gone = await Promise.race([replica.gone.then(() => true), delay(graceMs).then(() => false)]);
+        if (!gone) await replica.container.kill({ signal: 'SIGKILL' }).catch(() => {});
+      }
+    }
+    await replica.gone;
+  }
+
+  /** Stops every replica (in parallel), then removes the lab network. Resolves when all are gone. */
+  async stopAll(): Promise<void> {
+    for (const ticket of this.#starting.values()) ticket.cancelled = true;
+    const starting = [...this.#starting.values()].map((t) => t.container?.remove({ force: true }).catch(() => {}));
+    await Promise.all([...this.#replicas.keys()].map((h) => this.stop(h)));
+    await Promise.all(starting);
+    if (!this.#network || !this.#docker) return;
+    const docker = await this.#docker;
+    // Containers of this session that a start left behind (e.g. a start cancelled mid-way).
+    for (const c of await docker.listContainers({ all: true, filters: labelFilter(this.#sessionId, 'replica') })) {
+      await docker.getContainer(c.Id).remove({ force: true }).catch(() => {});
+    }
+    const network = await this.#network.catch(() => null);
+    this.#network = null;
+    if (network) {
+      await docker
+        .getNetwork(network.id)
+        .remove()
+        .catch((err: unknown) => {
+          if (!isNotFound(err)) throw sentence(err, `Could not remove the lab network ${network.name}`);
+        });
+    }
+  }
+
+  /**
+   * Kills a replica with SIGKILL as a crash: onExit gets expected: false. Resolves when its
+   * container is gone. @throws Error when no replica has that hostname.
+   */
+  async crash(hostname: string): Promise<void> {
+    const replica = this.#replicas.get(hostname);
+    if (!replica) throw new Error(`No running replica is named ${hostname}.`);
+    await this.#terminate(replica, 'SIGKILL', 0);
+  }
+
+  /**
+   * Puts a replica into a fault mode: writes /run/lab/fault.json in its container and, for
+   * the Node backends, waits for its `<hostname> fault: <mode>` log line (the acknowledgement).
+   * @throws Error on an invalid fault, an unknown hostname, a failed write, or no acknowledgement within 15 s.
+   */
+  async setFault(hostname: string, fault: Fault): Promise<void> {
+    const parsed = FaultSchema.safeParse(fault);
+    if (!parsed.success) throw new Error('A fault is one of healthy, unhealthy, errors, hang, or slow with ms from 1 to 60000.');
+    const f = parsed.data as Fault;
+    const replica = this.#replicas.get(hostname);
+    if (!replica) throw new Error(`No running replica is named ${hostname}.`);
+    const expected = `${hostname} fault: ${describeFault(f)}`;
+    // seq makes every write new content: the Node backends act on a changed file only.
+    replica.faultSeq += 1;
+    const body = `${JSON.stringify({ ...f, seq: replica.faultSeq })}\n`;
+    const php = replica.spec.service === 'session_php';
+    let ackWaiter: ((stream: 'stdout' | 'stderr', text: string) => void) | null = null;
+    const ack = php
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => {
+            replica.waiters.delete(ackWaiter!);
+            reject(new Error(`Replica ${hostname} did not acknowledge the fault ${describeFault(f)} within ${FAULT_ACK_MS} ms.`));
+          }, FAULT_ACK_MS);
+          ackWaiter = (_s, text) => {
+            if (text.endsWith(expected)) {
+              clearTimeout(timer);
+              replica.waiters.delete(ackWaiter!);
+              resolve();
+            }
+          };
+          replica.waiters.add(ackWaiter);
+          replica.gone.then(() => {
+            clearTimeout(timer);
+            reject(new Error(`Replica ${hostname} exited before it applied the fault.`));
+          });
+        });
+    ack.catch(() => {});
+    try {
+      await writeFileInContainer(replica.container, FAULT_FILE, body);
+    } catch (err) {
+      if (ackWaiter) replica.waiters.delete(ackWaiter);
+      throw sentence(err, `Could not write the fault into replica ${hostname}`);
+    }
+    if (php) this.#onLine(replica, 'stdout', expected); // php runs no code between requests: the runtime says it
+    await ack;
+  }
+
+  /** The lab network, created on first use with an explicit /24 (so addresses can be chosen). */
+  #ensureNetwork(docker: Docker): Promise<LabNetwork> {
+    this.#network ??= createNetwork(docker, this.networkName, this.#sessionId);
+    const p = this.#network;
+    p.catch(() => {
+      if (this.#network === p) this.#network = null;
+    });
+    return p;
+  }
+
+  /**
+   * An address for a replica: its old one on restart (spec.port), else the lowest one from .10
+   * up that no running replica has and no stopped replica may come back to (the oldest such
+   * reservation is given up when the /24 is full).
+   */
+  #pickIp(network: LabNetwork, spec: ReplicaSpec): string {
+    const used = new Set([...this.#replicas.values()].map((r) => r.ip));
+    const old = this.#lastIp.get(spec.hostname);
+    if (spec.port !== undefined && old && !used.has(old)) return old;
+    const reserved = new Set(this.#lastIp.values());
+    for (let pass = 0; pass < 2; pass += 1) {
+      for (let host = 10; host < 255; host += 1) {
+        const ip = `${network.prefix}${host}`;
+        if (ip === network.gateway || used.has(ip) || (pass === 0 && reserved.has(ip))) continue;
+        if (pass === 1) for (const [h, a] of this.#lastIp) if (a === ip) this.#lastIp.delete(h);
+        return ip;
+      }
+    }
+    throw new Error(`The lab network ${network.name} has no free address left.`);
+  }
+}
+
+/**
+ * Creates `name` as a bridge network with a /24 subnet given explicitly. Docker picks a free
+ * subnet for a network created without one; the runtime reads it back, and creates the real
+ * network with it (a network whose subnet was not given at creation takes no fixed addresses).
+ * A network of that name from this session (a crashed lab reusing its id) is reused.
+ */
+async function createNetwork(docker: Docker, name: string, sessionId: string): Promise<LabNetwork> {
+  const labels = { [LABEL_SESSION]: sessionId, [LABEL_ROLE]: 'network', [LABEL_OWNER]: OWNER };
+  const existing = (await docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
+  if (existing) {
+    const info = await docker.getNetwork(existing.Id).inspect();
+    const net = asLabNetwork(info);
+    if (net && info.Labels?.[LABEL_SESSION] === sessionId) return net;
+    throw new Error(`A Docker network named ${name} exists and is not this lab's: remove it (docker network rm ${name}) and start again.`);
+  }
+  let lastError: unknown = null;
+  for (let attempt = 0; attempt < 3; attempt += 1) {
+    const probeName = `${name}-subnet-probe`;
+    await docker.getNetwork(probeName).remove().catch(() => {});
+    const probe = await docker.createNetwork({ Name: probeName, Driver: 'bridge', Labels: labels, CheckDuplicate: true });
+    const probeInfo = await probe.inspect();
+    await probe.remove().catch(() => {});
+    const cfg = probeInfo.IPAM?.Config?.[0] as { Subnet?: string; Gateway?: string } | undefined;
+    const m = /^(\d+\.\d+\.\d+)\.\d+\/(\d+)$/.exec(cfg?.Subnet ?? '');
+    if (!m) throw new Error(`Docker gave the lab network no IPv4 subnet (${cfg?.Subnet ?? 'none'}).`);
+    // A /24 at the start of what Docker picked (its default pools hand out /16 or /20 blocks).
+    const subnet = `${m[1]}.0/24`;
+    const gateway = `${m[1]}.1`;
+    try {
+      const created = await docker.createNetwork({
+        Name: name,
+        Driver: 'bridge',
+        CheckDuplicate: true,
+        Labels: labels,
+        IPAM: { Driver: 'default', Config: [{ Subnet: subnet, Gateway: gateway }] },
+      });
+      return { id: created.id, name, prefix: `${m[1]}.`, gateway };
+    } catch (err) {
+      lastError = err; // another network took the subnet meanwhile: ask again
+    }
+  }
+  throw sentence(lastError, `Could not create the lab network ${name}`);
+}
+
+function asLabNetwork(info: { Id: string; Name: string; IPAM?: { Config?: Array<{ Subnet?: string; Gateway?: string }> } }): LabNetwork | null {
+  const cfg = info.IPAM?.Config?.[0];
+  const m = /^(\d+\.\d+\.\d+)\.0\/24$/.exec(cfg?.Subnet ?? '');
+  if (!m) return null;
+  return { id: info.Id, name: info.Name, prefix: `${m[1]}.`, gateway: cfg?.Gateway ?? `${m[1]}.1` };
+}
+
+/**
+ * Writes one file into a running container: a tar with `<name>.new` put with the archive API
+ * (https://docs.docker.com/engine/api/v1.41/#tag/Container/operation/PutContainerArchive),
+ * then renamed into place by an exec (argument array), so a reader never sees half a file.
+ */
+async function writeFileInContainer(container: Docker.Container, file: string, content: string): Promise<void> {
+  const dir = path.posix.dirname(file);
+  const base = path.posix.basename(file);
+  const pack = tar.pack();
+  pack.entry({ name: `${base}.new`, mode: 0o644, mtime: new Date() }, content);
+  pack.finalize();
+  const buffer = await streamToBuffer(pack);
+  await container.putArchive(buffer, { path: dir });
+  const exec = await container.exec({ Cmd: ['mv', '-f', `${file}.new`, file], AttachStdout: true, AttachStderr: true });
+  const stream = await exec.start({ hijack: true, stdin: false });
+  await new Promise<void>((resolve) => {
+    stream.on('end', resolve);
+    stream.on('close', resolve);
+    stream.on('error', () => resolve());
+    stream.resume();
+  });
+  const info = await exec.inspect();
+  if (info.ExitCode !== 0) throw new Error(`mv into ${file} exited with ${info.ExitCode}`);
+}
+
+function streamToBuffer(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+}
+
+/** One GET /health to ip:port; status 0 when there was no answer. */
+function getHealth(host: string, port: number, timeoutMs: number): Promise<{ status: number; servedBy: string | null; error: string }> {
+  return new Promise((resolve) => {
+    const req = http.get({ host, port, path: '/health', agent: false, timeout: timeoutMs }, (res) => {
+      res.resume();
+      const servedBy = res.headers['x-served-by'];
+      resolve({ status: res.statusCode ?? 0, servedBy: typeof servedBy === 'string' ? servedBy : null, error: '' });
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET /health took over ${timeoutMs} ms`)));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ status: 0, servedBy: null, error: err.code ? `GET /health: ${err.code}` : err.message }));
+  });
+}
+
+/** Container exit status -> the process-like shape onExit reports (128+n is signal n, as tini and shells report it). */
+function exitOf(code: number | null): { code: number | null; signal: string | null } {
+  if (code !== null && code > 128 && code < 128 + 65) {
+    const signal = Object.entries(os.constants.signals).find(([, n]) => n === code - 128)?.[0] ?? null;
+    if (signal) return { code: null, signal };
+  }
+  return { code, signal: null };
+}
+
+/** Start time of a process, /proc/<pid>/stat field 22 (clock ticks since boot); null without /proc or when it is gone. */
+function processStart(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (in parentheses, which may itself hold spaces): state is field 3.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z') return null; // a zombie runs nothing: its lab is gone
+    return fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** This lab process, as LABEL_OWNER names it. */
+const OWNER = `${os.hostname()}/${process.pid}/${processStart(process.pid) ?? '-'}`;
+
+/**
+ * Whether the lab named by a LABEL_OWNER value may still run: true when it is on another host
+ * (cannot be told), or on this one with its pid alive and the same start time. No label: false.
+ */
+function ownerAlive(owner: string | undefined): boolean {
+  if (!owner) return false;
+  const [host, pidText, start] = owner.split('/');
+  if (host !== os.hostname()) return true;
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+  }
+  if (start === '-') return true; // no /proc where it ran: trust the pid
+  return processStart(pid) === start;
+}
+
+function withDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no startup line in its log')), Math.max(0, deadline - Date.now()));
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err as { statusCode?: number }).statusCode === 404;
+}
+
+/** An Error whose message is `<what>: <Docker's reason>.`, one line. */
+function sentence(err: unknown, what: string): Error {
+  const e = err as { json?: { message?: string }; message?: string };
+  const why = (e?.json?.message ?? e?.message ?? String(err)).replace(/\s+/g, ' ').trim().replace(/[.:]+$/, '');
+  return new Error(`${what}: ${why}.`);
+}
