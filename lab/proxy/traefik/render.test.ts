@@ -3,6 +3,7 @@
  * below, with the page of each group), the YAML round-trips, and the lab's settings land where
  * Traefik reads them.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import type { ProxyConfig, ProxyService } from '../../seams.ts';
@@ -290,6 +291,12 @@ describe('renderTraefikStatic', () => {
     expect(s.accessLog.filePath).toBeUndefined();
     expect(s.accessLog.fields.headers).toEqual({ defaultMode: 'drop', names: { 'X-Served-By': 'keep', 'Set-Cookie': 'keep' } });
     expect(s.providers).toEqual({ file: { directory: '/lab/traefik/dynamic', watch: true } });
+  });
+
+  it('sandbox-images/traefik/traefik.example.yml is what the renderer writes', () => {
+    const example = readFileSync(new URL('../../../sandbox-images/traefik/traefik.example.yml', import.meta.url), 'utf8');
+    const text = renderTraefikStatic({ entrypoint: { name: 'web', host: '0.0.0.0', port: 8080, idleTimeoutMs: 180_000 }, api: { host: '127.0.0.1', port: 8081 }, dynamicDir: '/lab/traefik/dynamic' });
+    expect(example.split('\n').filter((l) => !l.startsWith('# An example') && !l.startsWith('# for entrypoint') && !l.startsWith('# the renderer')).join('\n')).toBe(text);
   });
 
   it('no idle timeout given: Traefik default 180s; IPv6 bracketed; bad values refused', () => {
