@@ -1,11 +1,18 @@
 /**
  * The proxy engines the contract suites run against: the embedded proxy always, HAProxy when its
- * binary is found (else the suites skip it and print why), and the small topology they share.
+ * binary is found, HAProxy in a Docker container when Docker answers and its image builds (else the
+ * suites skip them and print why), and the small topology they share.
  */
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
+import { afterAll, expect } from 'vitest';
 import type { EventBus } from '../../lab/events.ts';
 import { EmbeddedProxy } from '../../lab/proxy/embedded/embedded-proxy.ts';
 import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
+import type { HaproxyAvailability } from '../../lab/proxy/haproxy/haproxy-host.ts';
+import { connectDocker, labelFilter, type Docker } from '../../lab/runtime/docker/docker-client.ts';
+import { ensureHaproxyImage, HaproxyContainerHost } from '../../lab/runtime/docker/haproxy-container.ts';
 import type { ProxyDriver } from '../../lab/seams.ts';
 import { Topology } from '../../lab/topology.ts';
 
@@ -24,3 +31,92 @@ export function topology(extra: Record<string, unknown> = {}): Topology {
     proxy: extra,
   });
 }
+
+// ---------------------------------------------------------------- HAProxy in a container
+
+/** The Docker session of this test file's proxy containers (label `balancer-lab.session`). */
+export const CONTAINER_SESSION = `ct${process.pid}-${randomBytes(3).toString('hex')}`;
+
+/**
+ * HAProxy in a container, when it can run here: Docker reachable and the image built (FROM
+ * LAB_DOCKER_BASE when set, e.g. `balancer-lab/base:bookworm` where no registry is reachable; else
+ * the official `haproxy:2.6`). `{ ok: false, reason }` otherwise, with the sentence to print.
+ */
+export const haproxyContainer: ({ ok: true; docker: Docker; image: string; version: string } | { ok: false; reason: string }) = await (async () => {
+  let docker: Docker;
+  try {
+    docker = await connectDocker({ pingTimeoutMs: 5000 });
+  } catch (err) {
+    return { ok: false as const, reason: (err as Error).message };
+  }
+  let image: string;
+  try {
+    image = await ensureHaproxyImage(docker, { cacheDir: path.join(os.tmpdir(), 'balancer-lab-image-cache') });
+  } catch (err) {
+    return { ok: false as const, reason: `the HAProxy image could not be built: ${(err as Error).message}` };
+  }
+  const v = await new HaproxyContainerHost({ docker, sessionId: CONTAINER_SESSION, image }).version();
+  return v.ok ? { ok: true as const, docker, image, version: v.version } : { ok: false as const, reason: v.reason };
+})();
+
+/** A HaproxyDriver whose HAProxy runs in a container of this file's session. @throws Error when haproxyContainer is not ok. */
+export function containerHaproxy(bus: EventBus, workDir: string): HaproxyDriver {
+  if (!haproxyContainer.ok) throw new Error(`HAProxy in a container cannot run here: ${haproxyContainer.reason}`);
+  const host = new HaproxyContainerHost({ docker: haproxyContainer.docker, sessionId: CONTAINER_SESSION, image: haproxyContainer.image });
+  return new HaproxyDriver({ bus, workDir, host });
+}
+
+/** The containers of this file's session that still exist (name and state). */
+export async function containersLeft(): Promise<string[]> {
+  if (!haproxyContainer.ok) return [];
+  const list = await haproxyContainer.docker.listContainers({ all: true, filters: labelFilter(CONTAINER_SESSION) });
+  return list.map((c) => `${c.Names.join(',')} (${c.State})`);
+}
+
+if (haproxyContainer.ok) {
+  // Every suite importing this file stops its drivers itself: nothing of this session may be left.
+  afterAll(async () => {
+    expect(await containersLeft()).toEqual([]);
+  });
+}
+
+// ---------------------------------------------------------------- the ProxyDriver contract's cases
+
+/** One engine of test/contract/proxy-driver.contract.test.ts. */
+export interface DriverCase {
+  /** Suite title and work-directory name (no spaces: it is part of a unix socket path). */
+  name: string;
+  /** The ProxyDriver it creates (what its semantics follow, e.g. fall/rise on `haproxy`). */
+  engine: ProxyDriver['name'];
+  available(): Promise<HaproxyAvailability>;
+  create(bus: EventBus, workDir: string): ProxyDriver;
+  /** Process ids on this machine that must be gone once the driver stopped (none for the in-process proxy). */
+  pids(driver: ProxyDriver): number[];
+}
+
+const haproxyPids = (d: ProxyDriver) => [(d as HaproxyDriver).pid, (d as HaproxyDriver).workerPid].filter((p): p is number => p !== null);
+
+export const DRIVERS: DriverCase[] = [
+  {
+    name: 'embedded',
+    engine: 'embedded',
+    available: async () => ({ ok: true, version: `Node ${process.version}` }),
+    create: (bus) => new EmbeddedProxy({ bus }),
+    pids: () => [],
+  },
+  {
+    name: 'haproxy',
+    engine: 'haproxy',
+    available: () => HaproxyDriver.available(),
+    create: (bus, workDir) => new HaproxyDriver({ bus, workDir }),
+    pids: haproxyPids,
+  },
+  {
+    name: 'haproxy-container',
+    engine: 'haproxy',
+    available: async () => (haproxyContainer.ok ? { ok: true, version: `${haproxyContainer.version} in ${haproxyContainer.image}` } : { ok: false, reason: haproxyContainer.reason }),
+    create: (bus, workDir) => containerHaproxy(bus, workDir),
+    // The worker's pid is inside the container's pid namespace: only the master's host pid is checked here.
+    pids: (d) => [(d as HaproxyDriver).pid].filter((p): p is number => p !== null),
+  },
+];

@@ -1,6 +1,7 @@
 /**
- * The ProxyDriver contract: one suite, run against every proxy driver present here (embedded
- * always; haproxy when its binary is found, else skipped with the reason printed), in front of
+ * The ProxyDriver contract: one suite, run against every proxy driver present here (engines.ts
+ * DRIVERS: embedded always; haproxy when its binary is found; haproxy-container, HAProxy in a
+ * Docker container, when Docker answers and its image builds; else skipped with the reason printed), in front of
  * real web_dynamic replica processes started through ProcessRuntime, with configurations built by
  * buildProxyConfig as the Lab builds them.
  *
@@ -18,36 +19,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EventBus, type HealthcheckProbed, type LabEventName, type LabEvents, type RequestCompleted } from '../../lab/events.ts';
 import { ProbeClient, type ProbeResponse } from '../../lab/probe-client.ts';
 import { buildProxyConfig, type PoolMember } from '../../lab/proxy/config.ts';
-import { EmbeddedProxy } from '../../lab/proxy/embedded/embedded-proxy.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 import { ProcessRuntime } from '../../lab/runtime/process-runtime.ts';
 import type { ProxyConfig, ProxyDriver, ReplicaHandle } from '../../lab/seams.ts';
 import { Topology, type Balancer } from '../../lab/topology.ts';
 // web_dynamic's Express app, exported so tests can serve it in-process.
 import { createApp } from '../../sandbox-images/web_dynamic/server.js';
+import { DRIVERS } from './engines.ts';
 
-interface DriverCase {
-  name: ProxyDriver['name'];
-  available(): Promise<{ ok: true; version: string } | { ok: false; reason: string }>;
-  create(bus: EventBus, workDir: string): ProxyDriver;
-  /** Process ids that must be gone once the driver stopped (none for the in-process proxy). */
-  pids(driver: ProxyDriver): number[];
-}
-
-const DRIVERS: DriverCase[] = [
-  {
-    name: 'embedded',
-    available: async () => ({ ok: true, version: `Node ${process.version}` }),
-    create: (bus) => new EmbeddedProxy({ bus }),
-    pids: () => [],
-  },
-  {
-    name: 'haproxy',
-    available: () => HaproxyDriver.available(),
-    create: (bus, workDir) => new HaproxyDriver({ bus, workDir }),
-    pids: (d) => [(d as HaproxyDriver).pid, (d as HaproxyDriver).workerPid].filter((p): p is number => p !== null),
-  },
-];
 const availability = await Promise.all(DRIVERS.map((d) => d.available()));
 
 const REPLICAS = 5;
@@ -705,7 +683,7 @@ DRIVERS.forEach((dc, i) => {
       const SLACK = 1500; // a loaded 2-core machine
       const check = { healthCheck: true, healthCheckInterval: I, healthCheckTimeout: TIMEOUT, healthCheckFall: FALL, healthCheckRise: 1 } as const;
       // Traefik (embedded) has no fall: one failed probe ejects. HAProxy waits for `fall` of them.
-      const fallWait = dc.name === 'haproxy' ? (FALL - 1) * I : 0;
+      const fallWait = dc.engine === 'haproxy' ? (FALL - 1) * I : 0;
       const health = healthEvents();
       try {
         const v = await victim();

@@ -2,7 +2,8 @@
  * HAProxy in a Docker container: a HaproxyHost (lab/proxy/haproxy/haproxy-host.ts) for the
  * HaproxyDriver. The driver is unchanged; only where the `haproxy` binary runs differs.
  *
- * The container (image `balancer-lab/haproxy:<hash>` from sandbox-images/haproxy/Dockerfile):
+ * The container (image `balancer-lab/haproxy:<hash>` from sandbox-images/haproxy/Dockerfile, built
+ * by ensureHaproxyImage()):
  * - `NetworkMode: 'host'`: HAProxy binds the lab's proxy port and stats port on this machine, and
  *   reaches replicas on 127.0.0.1 (process mode) and on Docker bridge IPs (containers) alike. This
  *   is Linux behaviour: Docker Desktop (macOS, Windows) runs containers in a VM whose "host" network
@@ -29,25 +30,34 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
 import { versionOf, type HaproxyAvailability, type HaproxyCheckResult, type HaproxyExit, type HaproxyHost, type HaproxyInstance, type HaproxySignal } from '../../proxy/haproxy/haproxy-host.ts';
 import { followLogs, LABEL_ROLE, LABEL_SESSION, labelFilter, NAME_PREFIX, type Docker } from './docker-client.ts';
+import { ensureImage, type EnsureImageOptions, type ImageTarget } from './images.ts';
 
 /** Label with the absolute work directory a proxy container serves (its bind mount). */
 export const LABEL_WORKDIR = 'balancer-lab.workdir';
 
-/** sandbox-images/haproxy: the build context of the HAProxy image. */
-export const HAPROXY_IMAGE_DIR = fileURLToPath(new URL('../../../sandbox-images/haproxy/', import.meta.url));
-
-/** The official image the Dockerfile builds FROM by default. */
+/** The official image the Dockerfile builds FROM by default (its ARG HAPROXY_BASE). */
 export const DEFAULT_HAPROXY_BASE = 'haproxy:2.6';
 
+/** The HAProxy image for images.ts: context sandbox-images/haproxy/, repository `balancer-lab/haproxy`. */
+export function haproxyImageTarget(): ImageTarget {
+  return {
+    repository: `${NAME_PREFIX}/haproxy`,
+    context: fileURLToPath(new URL('../../../sandbox-images/haproxy/', import.meta.url)),
+    dockerfile: 'Dockerfile',
+    include: ['Dockerfile'],
+    baseArg: 'HAPROXY_BASE',
+    defaultBase: DEFAULT_HAPROXY_BASE,
+  };
+}
+
 /**
- * The tag of the HAProxy image for `base`: `balancer-lab/haproxy:<12 hex>`, a hash of the
- * Dockerfile and the base, so a changed Dockerfile or base gets its own image.
+ * Builds the HAProxy image unless its content-hash tag exists (images.ts ensureImage(): base from
+ * `opts.base`, else env LAB_DOCKER_BASE, else `haproxy:2.6`; progress through `opts.onProgress`).
+ * @returns the tag to run, e.g. `balancer-lab/haproxy:3f9c0a1b2c4d`.
+ * @throws Error (a sentence) when the base image is missing and cannot be pulled, or a build step fails.
  */
-export function haproxyImageTag(base = DEFAULT_HAPROXY_BASE): string {
-  const h = createHash('sha256');
-  h.update(fs.readFileSync(path.join(HAPROXY_IMAGE_DIR, 'Dockerfile')));
-  h.update(`\0base=${base}`);
-  return `${NAME_PREFIX}/haproxy:${h.digest('hex').slice(0, 12)}`;
+export async function ensureHaproxyImage(docker: Docker, opts: EnsureImageOptions): Promise<string> {
+  return (await ensureImage(docker, haproxyImageTarget(), opts)).tag;
 }
 
 /** Options of HaproxyContainerHost. */
@@ -56,7 +66,7 @@ export interface HaproxyContainerHostOptions {
   docker: Docker;
   /** The lab session: label `balancer-lab.session` of every container made here. 1..40 of [a-zA-Z0-9_.-]. */
   sessionId: string;
-  /** The image to run (e.g. haproxyImageTag(base), built with ensureHaproxyImage()). */
+  /** The image to run: the tag ensureHaproxyImage() resolved with. */
   image: string;
   /** How long a short-lived check or version container may take, ms. Default 60000. */
   runTimeoutMs?: number;
