@@ -161,6 +161,8 @@ export class DockerRuntime implements BackendRuntime {
   readonly #replicas = new Map<string, Replica>();
   /** Hostnames being started (not in #replicas yet), with their container once created. */
   readonly #starting = new Map<string, { container?: Docker.Container; cancelled: boolean }>();
+  /** Addresses picked for starts that have no container in #replicas yet. */
+  readonly #pendingIps = new Set<string>();
   /** The last address of each hostname that is not running: a restart (ReplicaSpec.port) gets it back; oldest first. */
   readonly #lastIp = new Map<string, string>();
 
@@ -267,7 +269,12 @@ export class DockerRuntime implements BackendRuntime {
       if (ticket.cancelled) throw new Error(`${label} was stopped before it was ready.`);
       const network = await this.#ensureNetwork(docker);
       const ip = this.#pickIp(network, spec);
-      return await this.#run(docker, network, image.tag, ip, spec, hooks, label, ticket);
+      this.#pendingIps.add(ip);
+      try {
+        return await this.#run(docker, network, image.tag, ip, spec, hooks, label, ticket);
+      } finally {
+        this.#pendingIps.delete(ip);
+      }
     } finally {
       this.#starting.delete(spec.hostname);
     }
@@ -582,7 +589,7 @@ export class DockerRuntime implements BackendRuntime {
    * reservation is given up when the /24 is full).
    */
   #pickIp(network: LabNetwork, spec: ReplicaSpec): string {
-    const used = new Set([...this.#replicas.values()].map((r) => r.ip));
+    const used = new Set([...this.#replicas.values()].map((r) => r.ip).concat([...this.#pendingIps]));
     const old = this.#lastIp.get(spec.hostname);
     if (spec.port !== undefined && old && !used.has(old)) return old;
     const reserved = new Set(this.#lastIp.values());
