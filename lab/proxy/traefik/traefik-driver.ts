@@ -690,7 +690,9 @@ export class TraefikDriver implements ProxyDriver {
     }
   }
 
-  #onLine(text: string): void {
+  #onLine(line: string): void {
+    // Traefik v3 colours its own (text) log lines even when they go to a pipe.
+    const text = line.replace(/\x1b\[[0-9;]*m/g, '');
     const log = parseTraefikAccessLog(text);
     if (!log) {
       this.#tail.push(text);
