@@ -9,6 +9,7 @@
  * Behaviours and their pages: https://doc.traefik.io/traefik/routing/services/ (weighted
  * round-robin, sticky sessions, health check), https://doc.traefik.io/traefik/middlewares/http/stripprefix/.
  */
+import { EventEmitter } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -37,6 +38,8 @@ const hostnameOf = (i: number) => `web_dynamic-${i + 1}-c0de`;
   let driver: TraefikDriver;
   let members: PoolMember[];
   let faults: Faults[];
+  /** Emits `request` (hostname, path) when a replica receives a request, before it answers. */
+  let arrivals: EventEmitter;
   const clients: ProbeClient[] = [];
 
   beforeEach(async () => {
@@ -45,10 +48,15 @@ const hostnameOf = (i: number) => `web_dynamic-${i + 1}-c0de`;
     driver = new TraefikDriver({ bus, workDir: path.join(root, 'traefik') });
     faults = [];
     members = [];
+    arrivals = new EventEmitter();
     for (let i = 0; i < 3; i++) {
       const f = new Faults({ hostname: hostnameOf(i), log: () => {} });
       faults.push(f);
-      const base = await mount(createApp({ hostname: hostnameOf(i), log: false, faults: f }));
+      const app = createApp({ hostname: hostnameOf(i), log: false, faults: f });
+      const base = await mount((req, res) => {
+        arrivals.emit('request', hostnameOf(i), req.url);
+        app(req, res);
+      });
       members.push({ hostname: hostnameOf(i), host: '127.0.0.1', port: Number(new URL(base).port) });
     }
   });
@@ -141,12 +149,21 @@ const hostnameOf = (i: number) => `web_dynamic-${i + 1}-c0de`;
     const c = client(port, { connection: 'new' });
     // Find replica 1's turn, then hold its next request.
     faults[0].set({ mode: 'hang' });
+    const arrived = new Promise<void>((resolve) => {
+      const on = (hostname: string) => {
+        if (hostname !== hostnameOf(0)) return;
+        arrivals.off('request', on);
+        resolve();
+      };
+      arrivals.on('request', on);
+    });
     const held = (async () => {
       for (;;) {
         const r = await client(port, { connection: 'new' }).get('/api/');
         if (r.servedBy === hostnameOf(0)) return r;
       }
     })();
+    await arrived;
     const requests = collect(bus, 'request:completed');
     // The held request shows up as no event until it ends; meanwhile others answer.
     await driver.apply(configFor(members.map((m, i) => (i === 0 ? { ...m, state: 'drain' as const } : m))));
