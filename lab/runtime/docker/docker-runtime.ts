@@ -48,7 +48,7 @@ import {
   NAME_PREFIX,
   type LogFollower,
 } from './docker-client.ts';
-import { ImageBuilder, sandboxImageTarget } from './images.ts';
+import { ImageBuilder, sandboxImageTarget, type ImageTarget } from './images.ts';
 
 /**
  * Label naming the lab process that created a container or network: `<host name>/<pid>/<start>`
@@ -81,6 +81,8 @@ export interface DockerRuntimeOptions {
   base?: string;
   /** Where host-side npm installs for the images are cached; default `<stateDir>/docker-cache`. */
   cacheDir?: string;
+  /** Another image for some services (tests use backends that never get ready); default sandboxImageTarget(service). */
+  images?: Partial<Record<ServiceName, ImageTarget>>;
 }
 
 /** Readiness line of each kind of backend, and what it says about the implementation. */
@@ -201,7 +203,11 @@ export class DockerRuntime implements BackendRuntime {
    */
   async prepareImage(service: ServiceName): Promise<string> {
     const docker = await this.#client();
-    return (await this.#imageBuilder(docker).ensure(sandboxImageTarget(service))).tag;
+    return (await this.#imageBuilder(docker).ensure(this.#target(service))).tag;
+  }
+
+  #target(service: ServiceName): ImageTarget {
+    return this.#opts.images?.[service] ?? sandboxImageTarget(service);
   }
 
   /**
@@ -265,7 +271,7 @@ export class DockerRuntime implements BackendRuntime {
     this.#starting.set(spec.hostname, ticket);
     try {
       const docker = await this.#client();
-      const image = await this.#imageBuilder(docker).ensure(sandboxImageTarget(spec.service));
+      const image = await this.#imageBuilder(docker).ensure(this.#target(spec.service));
       if (ticket.cancelled) throw new Error(`${label} was stopped before it was ready.`);
       const network = await this.#ensureNetwork(docker);
       const ip = this.#pickIp(network, spec);

@@ -289,7 +289,7 @@ function listContext(target: ImageTarget): FileList {
   }
   const files: FileList = new Map();
   const visit = (rel: string) => {
-    if (ignore?.(rel)) return;
+    if (rel !== '' && ignore?.(rel)) return; // '' is the context itself
     const abs = path.join(root, rel);
     const st = fs.lstatSync(abs);
     if (st.isDirectory()) {
