@@ -17,7 +17,8 @@
  *   stop = SIGTERM, SIGKILL after the grace period, then the container is removed.
  * - checks (`haproxy -c -f <file>`) and `haproxy -v` run in short-lived containers of the same
  *   image, mount and user, removed afterwards.
- * - labels `balancer-lab.session=<id>`, `balancer-lab.role=proxy` and `balancer-lab.workdir=<dir>`;
+ * - labels `balancer-lab.session=<id>`, `balancer-lab.role=proxy`, `balancer-lab.workdir=<dir>` and
+ *   `balancer-lab.owner=<host>/<pid>/<start>` (sweeps leave a running lab's containers alone);
  *   names `balancer-lab-haproxy-<session>-<8 hex of the work dir>`.
  *
  * Only files under lab/runtime/docker/ import dockerode.
@@ -34,6 +35,40 @@ import { ensureImage, type EnsureImageOptions, type ImageTarget } from './images
 
 /** Label with the absolute work directory a proxy container serves (its bind mount). */
 export const LABEL_WORKDIR = 'balancer-lab.workdir';
+/**
+ * Label naming the lab process that owns a container, `<hostname>/<pid>/<start>` (start: clock
+ * ticks since boot, /proc/<pid>/stat field 22): the same label and format as DockerRuntime's, so
+ * neither sweep removes the containers of a lab that still runs.
+ */
+export const LABEL_OWNER = 'balancer-lab.owner';
+
+/** Start time of a process (/proc/<pid>/stat field 22), or null without /proc. */
+function processStart(pid: number): string | null {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** This lab process, as LABEL_OWNER names it. */
+const OWNER = `${os.hostname()}/${process.pid}/${processStart(process.pid) ?? '-'}`;
+
+/** Whether the lab a LABEL_OWNER value names may still run: on another host (cannot tell) or alive here with the same start time. */
+function ownerAlive(owner: string | undefined): boolean {
+  if (!owner) return false;
+  const [host, pidText, start] = owner.split('/');
+  if (host !== os.hostname()) return true;
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+  }
+  return start === '-' || processStart(pid) === start;
+}
 
 /** The official image the Dockerfile builds FROM by default (its ARG HAPROXY_BASE). */
 export const DEFAULT_HAPROXY_BASE = 'haproxy:2.6';
@@ -138,7 +173,7 @@ export class HaproxyContainerHost implements HaproxyHost {
   }
 
   #labels(workDir: string): Record<string, string> {
-    return { [LABEL_SESSION]: this.#session, [LABEL_ROLE]: 'proxy', [LABEL_WORKDIR]: workDir };
+    return { [LABEL_SESSION]: this.#session, [LABEL_ROLE]: 'proxy', [LABEL_WORKDIR]: workDir, [LABEL_OWNER]: OWNER };
   }
 
   #name(workDir: string): string {
@@ -156,7 +191,7 @@ export class HaproxyContainerHost implements HaproxyHost {
       Image: this.#image,
       Cmd: args,
       User: this.#user(),
-      Labels: { [LABEL_SESSION]: this.#session, [LABEL_ROLE]: 'proxy', ...(dir ? { [LABEL_WORKDIR]: dir } : {}) },
+      Labels: { [LABEL_SESSION]: this.#session, [LABEL_ROLE]: 'proxy', [LABEL_OWNER]: OWNER, ...(dir ? { [LABEL_WORKDIR]: dir } : {}) },
       HostConfig: { NetworkMode: 'host', ...(dir ? { Binds: [`${dir}:${dir}`] } : {}) },
     });
     try {
@@ -297,16 +332,16 @@ export class HaproxyContainerHost implements HaproxyHost {
 
   /**
    * Removes the proxy containers (and check containers) of EARLIER sessions: those labelled
-   * `balancer-lab.role=proxy` whose session is not this host's. With `parentDir`, only those whose
-   * work directory is inside it (another lab on the machine, with another state directory, keeps
-   * its proxy). Resolves with how many were removed.
+   * `balancer-lab.role=proxy` whose session is not this host's and whose owner (LABEL_OWNER) no
+   * longer runs. With `parentDir`, only those whose work directory is inside it. A lab that still
+   * runs keeps its proxy. Resolves with how many were removed.
    */
   async sweepLeftovers(parentDir?: string): Promise<number> {
     const under = parentDir ? path.resolve(parentDir) + path.sep : null;
     const list = await this.#docker.listContainers({ all: true, filters: labelFilter(undefined, 'proxy') });
     let n = 0;
     for (const c of list) {
-      if (c.Labels[LABEL_SESSION] === this.#session) continue;
+      if (c.Labels[LABEL_SESSION] === this.#session || ownerAlive(c.Labels[LABEL_OWNER])) continue;
       const dir = c.Labels[LABEL_WORKDIR];
       if (under && !(dir && dir.startsWith(under))) continue;
       await this.#docker.getContainer(c.Id).remove({ force: true }).catch(ignoreGone);
