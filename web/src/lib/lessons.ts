@@ -8,7 +8,8 @@ import type { Component } from 'svelte';
 export interface LessonTopology {
   /** Service name -> replica count. */
   services: Record<string, number>;
-  routes: Array<{ service: string; pathPrefix: string; stripPrefix: boolean }>;
+  /** `host` absent = any host. */
+  routes: Array<{ service: string; host?: string; pathPrefix: string; stripPrefix: boolean }>;
   /** `static` or `dynamic` when the lesson says so. */
   discovery?: string;
 }
@@ -60,6 +61,7 @@ function toTopology(raw: unknown): LessonTopology | null {
   for (const [name, spec] of Object.entries(t.services ?? {})) services[name] = Number(spec?.replicas ?? 0);
   const routes = (t.routes ?? []).map((r) => ({
     service: String(r.service),
+    ...(typeof r.host === 'string' ? { host: r.host } : {}),
     pathPrefix: typeof r.pathPrefix === 'string' ? r.pathPrefix : '/',
     stripPrefix: r.stripPrefix === true,
   }));
@@ -78,7 +80,7 @@ export function lessonGaps(
   lesson: Lesson,
   running: {
     services: Record<string, unknown>;
-    routes: Array<{ service: string; pathPrefix: string }>;
+    routes: Array<{ service: string; host?: string; pathPrefix: string }>;
     lesson?: string | null;
     discovery?: string;
   },
@@ -88,9 +90,12 @@ export function lessonGaps(
   const services = Object.entries(topo.services)
     .filter(([name, n]) => n > 0 && !(name in running.services))
     .map(([name]) => name);
+  // Hosts count when the lab was set up for another lesson: a route on demo.localhost (lesson 07)
+  // does not serve a lesson whose pages use localhost. Within a lesson, editing a host is the lesson.
+  const sameHost = (a?: string, b?: string) => running.lesson === lesson.folder || (a ?? '').toLowerCase() === (b ?? '').toLowerCase();
   const routes = topo.routes
-    .filter((r) => !running.routes.some((x) => x.service === r.service && x.pathPrefix === r.pathPrefix))
-    .map((r) => `${r.pathPrefix} → ${r.service}`);
+    .filter((r) => !running.routes.some((x) => x.service === r.service && x.pathPrefix === r.pathPrefix && sameHost(x.host, r.host)))
+    .map((r) => `${r.host ?? ''}${r.pathPrefix} → ${r.service}`);
   const others: string[] = [];
   if (running.lesson && running.lesson !== lesson.folder) {
     for (const [name, n] of Object.entries(topo.services)) {
