@@ -126,6 +126,17 @@ test('routing lesson: the tester shows router and stripped path, the editor stri
     await tester.screenshot({ path: 'test-results/routing-tester-haproxy.png' });
   }
 
+  // The browser itself reaches demo.localhost (Chromium sends *.localhost to loopback): the page, and the API under /api/.
+  const proxyPort = new URL(lab.proxyUrl).port;
+  const other = await page.context().newPage();
+  const home = await other.goto(`http://demo.localhost:${proxyPort}/`);
+  expect(home?.status()).toBe(200);
+  expect(home?.headers()['x-served-by']).toMatch(/^web_static-/);
+  const apiAnswer = await other.goto(`http://demo.localhost:${proxyPort}/api/`);
+  expect(apiAnswer?.headers()['x-received-path']).toBe('/');
+  expect(await apiAnswer?.json()).toHaveProperty('joke');
+  await other.close();
+
   // Lesson 1 after this one: its routes exist here only on demo.localhost, so it offers its setup.
   await page.goto(`${lab.origin}/lessons/round-robin`);
   await expect(page.getByTestId('lesson-setup')).toContainText('/api/ → web_dynamic');
