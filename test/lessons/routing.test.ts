@@ -163,7 +163,10 @@ describe.each(engines)('lesson 07-routing on %s', (engine) => {
     expect(lines[firstRouter]).toContain('{ path -m beg /api/ }');
     expect(lines[firstRouter]).toContain('req.hdr(host),host_only -m str demo.localhost');
     expect(firstRouter).toBeLessThan(lines.findIndex((l) => l.includes('str(web_static)')));
+    expect(lines[firstRouter]).toContain('if !{ var(txn.router) -m found }');
     expect(cfg.excerpt).toMatch(/http-request set-path .* if \{ var\(txn.router\) -m str web_dynamic-1 \}/);
+    expect(cfg.excerpt).toContain('use_backend web_dynamic if { var(txn.router) -m str web_dynamic-1 }');
+    expect(cfg.excerpt).toContain('use_backend web_static if { var(txn.router) -m str web_static }');
     expect(cfg.excerpt).toContain('404 page not found');
     expect(cfg.text).toContain(cfg.excerpt);
 
