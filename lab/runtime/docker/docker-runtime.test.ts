@@ -110,6 +110,17 @@ describe.skipIf(!docker || !hasBase)('DockerRuntime on a real engine', () => {
     await expect(d.getNetwork(`balancer-lab-${sessionId}`).inspect()).rejects.toMatchObject({ statusCode: 404 });
   });
 
+  test('spring_app runs in its image: Spring-style log and /app/helloParams', async () => {
+    const { rt } = make();
+    const rec = hooks();
+    const h = await rt.start({ service: 'spring_app', hostname: 'spring_app-1-5b00', env: { KEEPALIVE_TIMEOUT_MS: '20000' } }, rec.hooks);
+    const res = await fetch(`http://${h.host}:${h.port}/app/helloParams?name=lab`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-served-by')).toBe('spring_app-1-5b00');
+    expect(await res.json()).toMatchObject({ message: 'Hello lab', hostname: 'spring_app-1-5b00' });
+    expect(rec.lines.some((l) => /Started DemoApplication in/.test(l))).toBe(true);
+  });
+
   test('image build progress goes to onImageProgress (image:build events)', async () => {
     const events: ImageBuildProgressed[] = [];
     const target = badTarget('progress', `echo listening nowhere; sleep 1`);
