@@ -21,7 +21,9 @@ import { DockerRuntime } from '../../lab/runtime/docker/docker-runtime.ts';
 import type { ProxyConfig, ReplicaHandle } from '../../lab/seams.ts';
 import { Topology, type Balancer } from '../../lab/topology.ts';
 import { collect } from '../support/events.ts';
-import { CONTAINER_SESSION, containerHaproxy, containersLeft, haproxyContainer } from './engines.ts';
+import { CONTAINER_SESSION, containerEngine, containerHaproxy, containersLeft } from './engines.ts';
+
+const haproxyContainer = await containerEngine();
 
 if (!haproxyContainer.ok) console.warn(`docker-mode contract skipped: ${haproxyContainer.reason}`);
 

@@ -37,48 +37,65 @@ export function topology(extra: Record<string, unknown> = {}): Topology {
 /** The Docker session of this test file's proxy containers (label `balancer-lab.session`). */
 export const CONTAINER_SESSION = `ct${process.pid}-${randomBytes(3).toString('hex')}`;
 
+/** What containerEngine() finds. */
+export type ContainerEngine = { ok: true; docker: Docker; image: string; version: string } | { ok: false; reason: string };
+
+let engine: Promise<ContainerEngine> | null = null;
+
 /**
  * HAProxy in a container, when it can run here: Docker reachable and the image built (FROM
  * LAB_DOCKER_BASE when set, e.g. `balancer-lab/base:bookworm` where no registry is reachable; else
  * the official `haproxy:2.6`). `{ ok: false, reason }` otherwise, with the sentence to print.
+ * Looked up (and the image built) once per test file, on first call: suites that do not run the
+ * container engine do not pay for it.
  */
-export const haproxyContainer: ({ ok: true; docker: Docker; image: string; version: string } | { ok: false; reason: string }) = await (async () => {
-  let docker: Docker;
-  try {
-    docker = await connectDocker({ pingTimeoutMs: 5000 });
-  } catch (err) {
-    return { ok: false as const, reason: (err as Error).message };
-  }
-  let image: string;
-  try {
-    image = await ensureHaproxyImage(docker, { cacheDir: path.join(os.tmpdir(), 'balancer-lab-image-cache') });
-  } catch (err) {
-    return { ok: false as const, reason: `the HAProxy image could not be built: ${(err as Error).message}` };
-  }
-  const v = await new HaproxyContainerHost({ docker, sessionId: CONTAINER_SESSION, image }).version();
-  return v.ok ? { ok: true as const, docker, image, version: v.version } : { ok: false as const, reason: v.reason };
-})();
+export function containerEngine(): Promise<ContainerEngine> {
+  engine ??= (async (): Promise<ContainerEngine> => {
+    let docker: Docker;
+    try {
+      docker = await connectDocker({ pingTimeoutMs: 5000 });
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message };
+    }
+    let image: string;
+    try {
+      image = await ensureHaproxyImage(docker, { cacheDir: path.join(os.tmpdir(), 'balancer-lab-image-cache') });
+    } catch (err) {
+      return { ok: false, reason: `the HAProxy image could not be built: ${(err as Error).message}` };
+    }
+    const v = await new HaproxyContainerHost({ docker, sessionId: CONTAINER_SESSION, image }).version();
+    return v.ok ? { ok: true, docker, image, version: v.version } : { ok: false, reason: v.reason };
+  })().then((e) => (found = e));
+  return engine;
+}
 
-/** A HaproxyDriver whose HAProxy runs in a container of this file's session. @throws Error when haproxyContainer is not ok. */
+/**
+ * A HaproxyDriver whose HAProxy runs in a container of this file's session.
+ * @throws Error when containerEngine() has not resolved ok before.
+ */
 export function containerHaproxy(bus: EventBus, workDir: string): HaproxyDriver {
-  if (!haproxyContainer.ok) throw new Error(`HAProxy in a container cannot run here: ${haproxyContainer.reason}`);
-  const host = new HaproxyContainerHost({ docker: haproxyContainer.docker, sessionId: CONTAINER_SESSION, image: haproxyContainer.image });
-  return new HaproxyDriver({ bus, workDir, host });
+  return new HaproxyDriver({ bus, workDir, host: containerHost() });
+}
+
+let found: ContainerEngine | null = null;
+
+/** The container host of this file's session. @throws Error when containerEngine() has not resolved ok before. */
+export function containerHost(): HaproxyContainerHost {
+  if (!found?.ok) throw new Error(`HAProxy in a container cannot run here: ${found ? found.reason : 'containerEngine() was not awaited'}`);
+  return new HaproxyContainerHost({ docker: found.docker, sessionId: CONTAINER_SESSION, image: found.image });
 }
 
 /** The containers of this file's session that still exist (name and state). */
 export async function containersLeft(): Promise<string[]> {
-  if (!haproxyContainer.ok) return [];
-  const list = await haproxyContainer.docker.listContainers({ all: true, filters: labelFilter(CONTAINER_SESSION) });
+  if (!found?.ok) return [];
+  const list = await found.docker.listContainers({ all: true, filters: labelFilter(CONTAINER_SESSION) });
   return list.map((c) => `${c.Names.join(',')} (${c.State})`);
 }
 
-if (haproxyContainer.ok) {
-  // Every suite importing this file stops its drivers itself: nothing of this session may be left.
-  afterAll(async () => {
-    expect(await containersLeft()).toEqual([]);
-  });
-}
+// Every suite stops its drivers itself: nothing of this file's session may be left.
+afterAll(async () => {
+  expect(await containersLeft()).toEqual([]);
+});
 
 // ---------------------------------------------------------------- the ProxyDriver contract's cases
 
@@ -114,7 +131,10 @@ export const DRIVERS: DriverCase[] = [
   {
     name: 'haproxy-container',
     engine: 'haproxy',
-    available: async () => (haproxyContainer.ok ? { ok: true, version: `${haproxyContainer.version} in ${haproxyContainer.image}` } : { ok: false, reason: haproxyContainer.reason }),
+    available: async () => {
+      const e = await containerEngine();
+      return e.ok ? { ok: true, version: `${e.version} in ${e.image}` } : { ok: false, reason: e.reason };
+    },
     create: (bus, workDir) => containerHaproxy(bus, workDir),
     // The worker's pid is inside the container's pid namespace: only the master's host pid is checked here.
     pids: (d) => [(d as HaproxyDriver).pid].filter((p): p is number => p !== null),

@@ -22,9 +22,10 @@ import { ProbeClient } from '../../probe-client.ts';
 import { labelFilter } from '../../runtime/docker/docker-client.ts';
 import { HaproxyContainerHost } from '../../runtime/docker/haproxy-container.ts';
 import type { ProxyConfig } from '../../seams.ts';
-import { CONTAINER_SESSION, containerHaproxy, haproxyContainer } from '../../../test/contract/engines.ts';
+import { CONTAINER_SESSION, containerEngine, containerHaproxy } from '../../../test/contract/engines.ts';
 import { HaproxyDriver } from './haproxy-driver.ts';
 
+const haproxyContainer = await containerEngine();
 if (!haproxyContainer.ok) console.warn(`haproxy container tests skipped: ${haproxyContainer.reason}`);
 
 function config(ports: number[]): ProxyConfig {
