@@ -34,7 +34,11 @@ export interface HaproxyExit {
   signal: string | null;
 }
 
-/** A signal the driver sends to the master: SIGUSR2 = reload (re-read haproxy.cfg), SIGTERM/SIGKILL = stop. */
+/**
+ * A signal the driver sends to the master: SIGUSR2 = reload (the master re-reads haproxy.cfg and
+ * starts new workers, https://docs.haproxy.org/2.6/configuration.html#3.1-master-worker),
+ * SIGTERM/SIGKILL = stop.
+ */
 export type HaproxySignal = 'SIGUSR2' | 'SIGTERM' | 'SIGKILL';
 
 /** One running HAProxy master (and its workers), as a host started it. */
