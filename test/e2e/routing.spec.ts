@@ -46,6 +46,11 @@ test('routing lesson: the tester shows router and stripped path, the editor stri
   await expect(apiRow).toHaveAttribute('data-priority', '45');
   await expect(apiRow).toHaveAttribute('data-strip', 'no');
 
+  const map = page.getByTestId('route-map');
+  await expect(map.getByTestId('route-map-router')).toHaveCount(4); // 3 routers and the 404
+  await expect(map.getByTestId('route-map-router').first()).toHaveAttribute('data-router', 'web_dynamic-1');
+  await expect(map.getByTestId('route-map-service')).toHaveCount(2);
+
   const tester = page.getByTestId('route-tester');
   // An example button: demo.localhost /api/ reaches web_dynamic, unstripped: the replica's own 404.
   await tester.locator('[data-testid=route-example][data-host="demo.localhost"][data-path="/api/"]').click();
@@ -56,12 +61,15 @@ test('routing lesson: the tester shows router and stripped path, the editor stri
   await expect(result).toHaveAttribute('data-status', '404');
   await expect(result).toHaveAttribute('data-replica', /^web_dynamic-\d+-/);
   await expect(tester.getByTestId('route-received')).toHaveText('/api/');
+  await expect(map).toHaveAttribute('data-last-router', 'web_dynamic-1');
+  await map.screenshot({ path: 'test-results/routing-map.png' });
 
   // No router for localhost: the proxy's own 404, no replica.
   result = await send(tester, 'localhost', '/');
   await expect(result).toHaveAttribute('data-router', '');
   await expect(result).toHaveAttribute('data-replica', '');
   await expect(tester.getByTestId('route-router')).toHaveText('no router matched');
+  await expect(map).toHaveAttribute('data-last-router', '404');
 
   // A bad host is refused with a sentence, nothing sent.
   await tester.getByTestId('route-host').fill('demo.localhost:8080');
