@@ -598,6 +598,8 @@ export class Lab {
             state: r.state,
             port: r.handle?.port ?? null,
             pid: r.handle?.pid ?? null,
+            host: r.handle?.host ?? null,
+            containerId: r.handle?.containerId ?? null,
             requests: r.requests,
             weight: r.weight,
             implementation: r.handle?.implementation ?? null,

@@ -22,6 +22,10 @@ export interface ReplicaStatus {
   /** 127.0.0.1 port in process mode; null while starting. */
   port: number | null;
   pid: number | null;
+  /** Address the proxy connects to: 127.0.0.1 in process mode, the container's IP in Docker mode; null while starting. */
+  host: string | null;
+  /** The container's short id (12 hex) in Docker mode, as `docker ps` shows it; null for a process. */
+  containerId: string | null;
   /** Requests this replica answered through the proxy since it started. */
   requests: number;
   /** Weighted round-robin weight, 0..256 (1 unless set). */

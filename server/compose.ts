@@ -6,10 +6,12 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { EventBus } from '../lab/events.ts';
 import { Lab } from '../lab/lab.ts';
-import { ProcessRuntime } from '../lab/runtime/process-runtime.ts';
 import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
 import { HaproxyDriver } from '../lab/proxy/haproxy/haproxy-driver.ts';
+import { TraefikDriver } from '../lab/proxy/traefik/traefik-driver.ts';
 import type { Topology } from '../lab/topology.ts';
+import type { ImageBuildProgressed } from '../lab/events.ts';
+import { createRuntime, type RuntimeName } from './runtimes.ts';
 import { createLabServer } from './app.ts';
 import { Capture } from '../lab/capture.ts';
 import { WEB_DIST } from './build-web.ts';
@@ -31,6 +33,12 @@ export interface LabConfig {
   /** Folder of the built web app. */
   staticDir?: string;
   topology?: Topology;
+  /** Where replicas run: `process` (default) or `docker` (containers; needs a reachable Docker engine). */
+  runtime?: RuntimeName;
+  /** Called once the lab server listens, before replicas start (Docker mode may build images first). */
+  onListening?: (url: string) => void;
+  /** Called for every Docker image build line (Docker mode), e.g. to print progress in the terminal. */
+  onImageBuild?: (e: ImageBuildProgressed) => void;
 }
 
 export interface RunningLab {
@@ -55,14 +63,16 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   const sessionId = randomBytes(6).toString('hex');
   const token = config.token ?? randomBytes(18).toString('base64url');
   const bus = new EventBus();
-  // connectionReports: the replicas report their connections, so HAProxy's proxy->backend hop shows too.
-  const runtime = new ProcessRuntime({ sessionId, stateDir: config.stateDir, connectionReports: true });
+  if (config.onImageBuild) bus.on('image:build', config.onImageBuild);
+  // Docker mode pings the engine here: a missing Docker is one sentence before anything starts.
+  const runtimeName = config.runtime ?? 'process';
+  const { runtime, docker } = await createRuntime(runtimeName, { bus, sessionId, stateDir: config.stateDir });
   const proxy = new EmbeddedProxy({ bus });
   const lessons = loadLessons();
   const lab = new Lab({
     runtime,
     proxy,
-    proxyFactory: proxyFactory({ bus, stateDir: config.stateDir, sessionId }),
+    proxyFactory: proxyFactory({ runtime: runtimeName, docker, bus, stateDir: config.stateDir, sessionId }),
     bus,
     sessionId,
     proxyListen: { host: config.host, port: config.proxyPort },
@@ -74,7 +84,7 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
     token,
     staticDir: config.staticDir ?? WEB_DIST,
     lessons,
-    proxies: proxyAvailability,
+    proxies: proxyAvailability({ runtime: runtimeName, docker }),
     capture: new Capture({ dir: path.join(config.stateDir, 'capture') }),
   });
 
@@ -83,8 +93,9 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   try {
     // The lab port first: if it is taken, fail before starting any process.
     port = await server.listen(config.port, config.host);
+    config.onListening?.(`http://localhost:${port}/?token=${encodeURIComponent(token)}`);
     // A killed lab may have left an HAProxy holding the proxy port: stop it before starting ours.
-    const sweptProxies = await HaproxyDriver.sweep(config.stateDir);
+    const sweptProxies = (await HaproxyDriver.sweep(config.stateDir)) + (await TraefikDriver.sweep(config.stateDir));
     ({ swept } = await lab.start());
     swept += sweptProxies;
   } catch (err) {

@@ -1,11 +1,13 @@
 /**
- * `npm start`: builds the web app if needed, starts the lab (process runtime, embedded proxy)
+ * `npm start`: builds the web app if needed, starts the lab (process runtime by default, embedded proxy)
  * on 127.0.0.1 and prints its URL. Ctrl-C (SIGINT) or SIGTERM stops everything it started.
  *
- * Flags override env: --port (LAB_PORT, 4000), --proxy-port (LAB_PROXY_PORT, 8080),
+ * Flags override env: --runtime process|docker (LAB_RUNTIME, process), --port (LAB_PORT, 4000), --proxy-port (LAB_PROXY_PORT, 8080),
  * --host (LAB_HOST, 127.0.0.1), --token (LAB_TOKEN, random), --state-dir (LAB_STATE_DIR, .lab/).
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { ImageBuildProgressed } from '../lab/events.ts';
+import { RUNTIME_NAMES, type RuntimeName } from './runtimes.ts';
 import { buildWebIfNeeded } from './build-web.ts';
 import { startLab, type RunningLab } from './compose.ts';
 import { defaultStateDir } from './state-file.ts';
@@ -21,6 +23,7 @@ function portOption(name: string) {
 const program = new Command()
   .name('npm start --')
   .description('Start Balancer Lab: a real reverse proxy in front of real replicas, and the lesson pages.')
+  .addOption(new Option('--runtime <runtime>', 'where replicas run: process, or docker containers (env LAB_RUNTIME)').choices(RUNTIME_NAMES))
   .option('--port <port>', 'lab server port (env LAB_PORT)', portOption('--port'))
   .option('--proxy-port <port>', 'proxy port (env LAB_PROXY_PORT)', portOption('--proxy-port'))
   .option('--host <host>', 'interface to bind (env LAB_HOST)')
@@ -29,7 +32,7 @@ const program = new Command()
   .showHelpAfterError();
 
 program.parse();
-const opts = program.opts<{ port?: number; proxyPort?: number; host?: string; token?: string; stateDir?: string }>();
+const opts = program.opts<{ runtime?: RuntimeName; port?: number; proxyPort?: number; host?: string; token?: string; stateDir?: string }>();
 
 function envPort(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -42,7 +45,27 @@ function envPort(name: string, fallback: number): number {
   }
 }
 
+function envRuntime(): RuntimeName {
+  const raw = process.env.LAB_RUNTIME;
+  if (raw === undefined || raw === '') return 'process';
+  if ((RUNTIME_NAMES as readonly string[]).includes(raw)) return raw as RuntimeName;
+  console.error(`Error: LAB_RUNTIME must be one of ${RUNTIME_NAMES.join(', ')}, not ${JSON.stringify(raw)}.`);
+  process.exit(2);
+}
+
+/** Terminal progress of Docker image builds: each step once, and how each build ended. */
+function printImageBuild(e: ImageBuildProgressed): void {
+  if (e.done) console.log(e.error ? `  ${e.image}: build failed: ${e.error}` : `  ${e.image}: built`);
+  else if (/^Step \d+\/\d+ :/.test(e.text)) console.log(`  ${e.image}: ${e.text}`);
+}
+
+const runtime = opts.runtime ?? envRuntime();
 const config = {
+  runtime,
+  onImageBuild: printImageBuild,
+  onListening: (url: string) => {
+    if (runtime === 'docker') console.log(`Lab server up (images may take a few minutes to build; the page shows the progress): ${url}`);
+  },
   host: opts.host ?? process.env.LAB_HOST ?? '127.0.0.1',
   port: opts.port ?? envPort('LAB_PORT', 4000),
   proxyPort: opts.proxyPort ?? envPort('LAB_PROXY_PORT', 8080),
@@ -67,11 +90,11 @@ process.on('SIGTERM', () => void shutdown('SIGTERM'));
 
 try {
   await buildWebIfNeeded((line) => console.log(line));
-  console.log('Starting the lab: embedded proxy, web_static x3, web_dynamic x3...');
+  console.log(`Starting the lab (${runtime === 'docker' ? 'Docker containers' : 'local processes'}): embedded proxy, web_static x3, web_dynamic x3...`);
   starting = startLab(config);
   const running = await starting;
   if (exiting) await new Promise(() => undefined); // shutdown() is stopping it
-  if (running.swept > 0) console.log(`Removed ${running.swept} leftover process(es) of an earlier run.`);
+  if (running.swept > 0) console.log(`Removed ${running.swept} leftover ${runtime === 'docker' ? 'container(s) and network(s)' : 'process(es)'} of an earlier run.`);
   console.log(`Proxy: ${running.proxyUrl}`);
   console.log(`Lab ready: ${running.url}`);
   console.log('Open the Lab URL in a browser. Ctrl-C stops everything.');

@@ -1,36 +1,75 @@
 /**
  * The proxy engines this lab can run, and a factory the Lab uses to switch between them.
- * embedded: always; haproxy: when the `haproxy` binary is on PATH; traefik: not yet in process
- * mode (it comes with Docker mode).
+ *
+ * Process mode: embedded always; haproxy when the `haproxy` binary (2.6+) is on PATH; traefik when a
+ * `traefik` v3 binary is on PATH.
+ * Docker mode: embedded always; haproxy in a container (its image built from sandbox-images/haproxy
+ * on first use, with build progress as `image:build` events); traefik through a local binary where
+ * there is one (a Traefik container host is not built yet).
  */
 import path from 'node:path';
 import type { EventBus } from '../lab/events.ts';
 import { LabError, type ProxyFactory } from '../lab/lab.ts';
 import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
 import { HaproxyDriver } from '../lab/proxy/haproxy/haproxy-driver.ts';
+import { TraefikDriver } from '../lab/proxy/traefik/traefik-driver.ts';
+import type { Docker } from '../lab/runtime/docker/docker-client.ts';
 import type { ProxyInfo } from './protocol.ts';
+import type { RuntimeName } from './runtimes.ts';
 
-const TRAEFIK_REASON = 'Traefik cannot run in process mode: it comes with Docker mode, which this version of the lab does not have yet.';
-
-/** Which engines can run here, with a sentence for those that cannot. */
-export async function proxyAvailability(): Promise<ProxyInfo[]> {
-  const haproxy = await HaproxyDriver.available();
-  return [
-    { name: 'embedded', available: true, version: `Node ${process.version}` },
-    haproxy.ok ? { name: 'haproxy', available: true, version: haproxy.version } : { name: 'haproxy', available: false, reason: haproxy.reason },
-    { name: 'traefik', available: false, reason: TRAEFIK_REASON },
-  ];
+/** Where the engines run: the lab's runtime, and the Docker client in Docker mode. */
+export interface ProxyEnvironment {
+  runtime: RuntimeName;
+  /** Set in Docker mode (the runtime's client). */
+  docker: Docker | null;
+  bus: EventBus;
+  /** Work files: haproxy.cfg and its socket in `stateDir/proxy-<sessionId>`, Traefik's in `stateDir/traefik-<sessionId>`. */
+  stateDir: string;
+  sessionId: string;
 }
 
-/** Makes drivers by name; work files (haproxy.cfg, its socket) go under `stateDir/proxy-<sessionId>`. */
-export function proxyFactory(o: { bus: EventBus; stateDir: string; sessionId: string }): ProxyFactory {
+/** Which engines can run here, with a sentence for those that cannot. Never rejects. */
+export function proxyAvailability(env: Pick<ProxyEnvironment, 'runtime' | 'docker'>): () => Promise<ProxyInfo[]> {
+  return async () => {
+    const [haproxy, traefik] = await Promise.all([
+      env.docker ? Promise.resolve({ ok: true as const, version: 'HAProxy in a container (image from sandbox-images/haproxy)' }) : HaproxyDriver.available(),
+      TraefikDriver.available(),
+    ]);
+    return [
+      { name: 'embedded', available: true, version: `Node ${process.version}` },
+      haproxy.ok ? { name: 'haproxy', available: true, version: haproxy.version } : { name: 'haproxy', available: false, reason: haproxy.reason },
+      traefik.ok ? { name: 'traefik', available: true, version: `Traefik ${traefik.version}` } : { name: 'traefik', available: false, reason: traefik.reason },
+    ];
+  };
+}
+
+/** Makes drivers by name. @throws LabError conflict (a sentence) when the engine cannot run here. */
+export function proxyFactory(env: ProxyEnvironment): ProxyFactory {
+  const workDir = (name: 'haproxy' | 'traefik') => path.join(env.stateDir, `${name === 'haproxy' ? 'proxy' : 'traefik'}-${env.sessionId}`);
   return async (name) => {
-    if (name === 'embedded') return new EmbeddedProxy({ bus: o.bus });
+    if (name === 'embedded') return new EmbeddedProxy({ bus: env.bus });
     if (name === 'haproxy') {
+      if (env.docker) {
+        // Docker mode: HAProxy runs in a container (host network, work dir bind-mounted).
+        const { ensureHaproxyImage, HaproxyContainerHost } = await import('../lab/runtime/docker/haproxy-container.ts');
+        let image: string;
+        try {
+          image = await ensureHaproxyImage(env.docker, {
+            cacheDir: path.join(env.stateDir, 'docker-cache'),
+            onProgress: (e) => env.bus.emit('image:build', e),
+          });
+        } catch (err) {
+          throw new LabError((err as Error).message, 'conflict');
+        }
+        const host = new HaproxyContainerHost({ docker: env.docker, sessionId: env.sessionId, image });
+        return new HaproxyDriver({ bus: env.bus, workDir: workDir('haproxy'), host });
+      }
       const available = await HaproxyDriver.available();
       if (!available.ok) throw new LabError(available.reason, 'conflict');
-      return new HaproxyDriver({ bus: o.bus, workDir: path.join(o.stateDir, `proxy-${o.sessionId}`) });
+      return new HaproxyDriver({ bus: env.bus, workDir: workDir('haproxy') });
     }
-    throw new LabError(TRAEFIK_REASON, 'conflict');
+    const available = await TraefikDriver.available();
+    if (!available.ok) throw new LabError(available.reason, 'conflict');
+    return new TraefikDriver({ bus: env.bus, workDir: workDir('traefik') });
   };
 }
