@@ -10,6 +10,7 @@ describe('mergeImageBuilds', () => {
       { image: 'b', step: '1/4', text: 'FROM base', done: false, at },
       { image: 'a', step: '2/5', text: 'RUN apt-get install nodejs', done: false, at: at + 1 },
       { image: 'a', step: null, text: '   ', done: false, at: at + 2 },
+      { image: 'a', step: null, text: ' ---> Running in d46a41e830d3', done: false, at: at + 2 },
     ]);
     expect(out.map((b) => b.image)).toEqual(['a', 'b']);
     expect(out[0]).toEqual({ image: 'a', step: '2/5', lastLine: 'RUN apt-get install nodejs', done: false, error: null, at: at + 2 });

@@ -727,7 +727,13 @@ export interface ImageBuild {
   at: number;
 }
 
-/** Folds build events into one entry per image, in first-seen order. Pure. */
+/** Docker's own bookkeeping lines (`---> 1a2b3c`, `Removing intermediate container ...`) say nothing to a learner. */
+function telling(line: string): boolean {
+  const t = line.trim();
+  return t !== '' && !t.startsWith('--->') && !t.startsWith('Removing intermediate container') && !t.startsWith('Successfully built');
+}
+
+/** Folds build events into one entry per image, in first-seen order; the last line kept is one that tells something. Pure. */
 export function mergeImageBuilds(list: readonly ImageBuild[], events: readonly ImageBuildProgressed[]): ImageBuild[] {
   const byImage = new Map(list.map((b) => [b.image, b] as const));
   for (const e of events) {
@@ -735,7 +741,7 @@ export function mergeImageBuilds(list: readonly ImageBuild[], events: readonly I
     byImage.set(e.image, {
       image: e.image,
       step: e.step ?? prev?.step ?? null,
-      lastLine: e.text.trim() !== '' ? e.text : (prev?.lastLine ?? ''),
+      lastLine: telling(e.text) ? e.text : (prev?.lastLine ?? ''),
       done: e.done,
       error: e.error ?? null,
       at: e.at,
