@@ -1,6 +1,18 @@
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connectDocker, DockerUnavailableError, followLogs, LABEL_ROLE, LABEL_SESSION, labelFilter, type Docker } from './docker-client.ts';
+import {
+  connectDocker,
+  DockerUnavailableError,
+  followLogs,
+  LABEL_ROLE,
+  LABEL_SESSION,
+  labelFilter,
+  ownerAlive,
+  ownerLabel,
+  type Docker,
+} from './docker-client.ts';
 
 const BASE = process.env.LAB_DOCKER_BASE || 'balancer-lab/base:bookworm';
 
@@ -40,6 +52,22 @@ describe('connectDocker without Docker', () => {
       if (saved === undefined) delete process.env.DOCKER_HOST;
       else process.env.DOCKER_HOST = saved;
     }
+  });
+});
+
+describe('owner labels (what a sweep may remove)', () => {
+  it('this process is alive; a process that exited, a recycled pid, or no label are not', () => {
+    const mine = ownerLabel();
+    expect(mine).toMatch(new RegExp(`^${os.hostname()}/${process.pid}/(\\d+|-)$`));
+    expect(ownerAlive(mine)).toBe(true);
+    const child = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+    expect(ownerAlive(`${os.hostname()}/${child.stdout.trim()}/1`)).toBe(false);
+    // Our own pid with another start time: a recycled pid, not the lab that made the object.
+    expect(ownerAlive(`${os.hostname()}/${process.pid}/1`)).toBe(false);
+    expect(ownerAlive(undefined)).toBe(false);
+    expect(ownerAlive('garbage')).toBe(false);
+    // Another host (e.g. a lab in a container): cannot be told, so it is left alone.
+    expect(ownerAlive(`not-${os.hostname()}/1/1`)).toBe(true);
   });
 });
 

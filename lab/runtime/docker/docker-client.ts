@@ -5,6 +5,8 @@
  *
  * Only files under lab/runtime/docker/ import dockerode (docs/ARCHITECTURE.md).
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import Docker from 'dockerode';
@@ -19,6 +21,12 @@ export const LABEL_ROLE = 'balancer-lab.role';
 export const LABEL_SERVICE = 'balancer-lab.service';
 /** Label carrying the replica's hostname as the lab knows it, e.g. `web_dynamic-2-a1b2`. */
 export const LABEL_HOSTNAME = 'balancer-lab.hostname';
+/**
+ * Label naming the lab process that created a container or network: `<host name>/<pid>/<start>`
+ * (start: /proc/<pid>/stat field 22, so a recycled pid is not taken for the lab; `-` without
+ * /proc). A sweep leaves objects whose owner still runs (ownerAlive()).
+ */
+export const LABEL_OWNER = 'balancer-lab.owner';
 /** Prefix of every container, network and image name the lab creates. */
 export const NAME_PREFIX = 'balancer-lab';
 
@@ -205,4 +213,43 @@ export function labelFilter(sessionId?: string, role?: LabRole): { label: string
   const label = [sessionId ? `${LABEL_SESSION}=${sessionId}` : LABEL_SESSION];
   if (role) label.push(`${LABEL_ROLE}=${role}`);
   return { label };
+}
+
+/** Start time of a process, /proc/<pid>/stat field 22 (clock ticks since boot); null without /proc, when gone, or a zombie. */
+function processStart(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (in parentheses, which may itself hold spaces); state first.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z') return null; // a zombie runs nothing: its lab is gone
+    return fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The LABEL_OWNER value of this process: `<host name>/<pid>/<start>`. */
+export function ownerLabel(): string {
+  return `${os.hostname()}/${process.pid}/${processStart(process.pid) ?? '-'}`;
+}
+
+/**
+ * Whether the lab named by a LABEL_OWNER value may still run: true when it ran on another host
+ * (a lab in a container: cannot be told from here), or on this one with its pid alive and the
+ * same start time. No label (or a malformed one): false, the object is a leftover.
+ */
+export function ownerAlive(owner: string | undefined): boolean {
+  const parts = owner?.split('/') ?? [];
+  if (parts.length !== 3) return false;
+  const [host, pidText, start] = parts;
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (host !== os.hostname()) return true;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+  }
+  if (start === '-') return true; // no /proc where it ran: trust the pid
+  return processStart(pid) === start;
 }

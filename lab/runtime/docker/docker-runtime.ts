@@ -27,7 +27,6 @@
  *
  * Only files under lab/runtime/docker/ import dockerode.
  */
-import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,21 +40,18 @@ import {
   connectDocker,
   followLogs,
   LABEL_HOSTNAME,
+  LABEL_OWNER,
   LABEL_ROLE,
   LABEL_SERVICE,
   LABEL_SESSION,
   labelFilter,
   NAME_PREFIX,
+  ownerAlive,
+  ownerLabel,
   type LogFollower,
 } from './docker-client.ts';
 import { ImageBuilder, sandboxImageTarget, type ImageTarget } from './images.ts';
 
-/**
- * Label naming the lab process that created a container or network: `<host name>/<pid>/<start>`
- * (start: /proc/<pid>/stat field 22, so a recycled pid is not taken for the lab). sweep()
- * leaves objects whose owner still runs on this machine.
- */
-export const LABEL_OWNER = 'balancer-lab.owner';
 /** The port every backend listens on inside its container. */
 export const CONTAINER_PORT = 8080;
 /** Where the fault file lives in a replica container (LAB_FAULT_FILE). */
@@ -211,8 +207,8 @@ export class DockerRuntime implements BackendRuntime {
   }
 
   /**
-   * Removes containers and networks labelled `balancer-lab.session` whose session is not this
-   * one and whose lab is gone: leftovers of earlier runs that were killed. Objects of a lab that
+   * Removes replica containers and lab networks labelled `balancer-lab.session` whose session
+   * is not this one and whose lab is gone: leftovers of earlier runs that were killed. Objects of a lab that
    * still runs on this machine (LABEL_OWNER: its pid is alive with the same start time) are
    * left alone, and so are those of a lab on another host (e.g. one in a container), whose
    * liveness cannot be told from here. Resolves with how many it removed.
@@ -220,7 +216,8 @@ export class DockerRuntime implements BackendRuntime {
   async sweep(): Promise<number> {
     const docker = await this.#client();
     let removed = 0;
-    const containers = await docker.listContainers({ all: true, filters: labelFilter() });
+    // Replicas and lab networks only: proxy containers are their driver's to sweep.
+    const containers = await docker.listContainers({ all: true, filters: labelFilter(undefined, 'replica') });
     for (const c of containers) {
       if (c.Labels?.[LABEL_SESSION] === this.#sessionId || ownerAlive(c.Labels?.[LABEL_OWNER])) continue;
       try {
@@ -230,14 +227,16 @@ export class DockerRuntime implements BackendRuntime {
         if (!isNotFound(err)) throw sentence(err, `Could not remove the leftover container ${c.Names?.[0] ?? c.Id}`);
       }
     }
-    const networks = await docker.listNetworks({ filters: labelFilter() });
+    const networks = await docker.listNetworks({ filters: labelFilter(undefined, 'network') });
     for (const n of networks) {
       if (n.Labels?.[LABEL_SESSION] === this.#sessionId || ownerAlive(n.Labels?.[LABEL_OWNER])) continue;
       try {
         await docker.getNetwork(n.Id).remove();
         removed += 1;
       } catch (err) {
-        if (!isNotFound(err)) throw sentence(err, `Could not remove the leftover network ${n.Name}`);
+        // 403: something of another lab is still attached; the next sweep tries again.
+        const status = (err as { statusCode?: number }).statusCode;
+        if (!isNotFound(err) && status !== 403 && status !== 409) throw sentence(err, `Could not remove the leftover network ${n.Name}`);
       }
     }
     return removed;
@@ -320,7 +319,7 @@ export class DockerRuntime implements BackendRuntime {
           [LABEL_ROLE]: 'replica',
           [LABEL_SERVICE]: spec.service,
           [LABEL_HOSTNAME]: spec.hostname,
-          [LABEL_OWNER]: OWNER,
+          [LABEL_OWNER]: ownerLabel(),
           'com.docker.compose.project': COMPOSE_PROJECT,
           'com.docker.compose.service': spec.service,
           'com.docker.compose.oneoff': 'False',
@@ -618,7 +617,7 @@ export class DockerRuntime implements BackendRuntime {
  * A network of that name from this session (a crashed lab reusing its id) is reused.
  */
 async function createNetwork(docker: Docker, name: string, sessionId: string): Promise<LabNetwork> {
-  const labels = { [LABEL_SESSION]: sessionId, [LABEL_ROLE]: 'network', [LABEL_OWNER]: OWNER };
+  const labels = { [LABEL_SESSION]: sessionId, [LABEL_ROLE]: 'network', [LABEL_OWNER]: ownerLabel() };
   const existing = (await docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
   if (existing) {
     const info = await docker.getNetwork(existing.Id).inspect();
@@ -716,41 +715,6 @@ function exitOf(code: number | null): { code: number | null; signal: string | nu
     if (signal) return { code: null, signal };
   }
   return { code, signal: null };
-}
-
-/** Start time of a process, /proc/<pid>/stat field 22 (clock ticks since boot); null without /proc or when it is gone. */
-function processStart(pid: number): string | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (in parentheses, which may itself hold spaces): state is field 3.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z') return null; // a zombie runs nothing: its lab is gone
-    return fields[19] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-/** This lab process, as LABEL_OWNER names it. */
-const OWNER = `${os.hostname()}/${process.pid}/${processStart(process.pid) ?? '-'}`;
-
-/**
- * Whether the lab named by a LABEL_OWNER value may still run: true when it is on another host
- * (cannot be told), or on this one with its pid alive and the same start time. No label: false.
- */
-function ownerAlive(owner: string | undefined): boolean {
-  if (!owner) return false;
-  const [host, pidText, start] = owner.split('/');
-  if (host !== os.hostname()) return true;
-  const pid = Number(pidText);
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-  }
-  if (start === '-') return true; // no /proc where it ran: trust the pid
-  return processStart(pid) === start;
 }
 
 function withDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
