@@ -6,12 +6,19 @@
 import net from 'node:net';
 import { ProbeClient } from './probe-client.ts';
 import type { LabStatus } from './status.ts';
+import type { RequestCompleted } from './events.ts';
 import { balancerOf, type ServiceName } from './topology.ts';
 
 export interface CheckContext {
   /** The lab's proxy, e.g. http://127.0.0.1:8080 */
   proxyBase: string;
   status: LabStatus;
+  /**
+   * The event history: the proxy's recent `request:completed` events since the last reset, oldest
+   * first (the server keeps the newest 300). Absent = no history known (checks that need it fail
+   * with a sentence, never throw).
+   */
+  requests?: readonly RequestCompleted[];
 }
 
 export interface CheckResult {
@@ -302,7 +309,113 @@ const routingWorks: LessonCheck = {
   },
 };
 
+/** Running replicas of a service, in the proxy's round-robin order. */
+function runningReplicas(status: LabStatus, service: ServiceName) {
+  return status.services.find((s) => s.name === service)?.instances.filter((r) => r.state === 'running') ?? [];
+}
+
+/** The path prefix a service is routed on (its first route), or `/`. */
+function pathOf(status: LabStatus, service: ServiceName): string {
+  return status.topology.routes.find((r) => r.service === service)?.pathPrefix ?? '/';
+}
+
+/**
+ * Lesson 01, from the event history (sends nothing): the learner's own requests to web_dynamic.
+ * Passes when the last 2×N answered requests (N = running replicas, at least 2) went round the
+ * rotation twice: every running replica answered, and each answer came from the same replica as
+ * the one N requests before it.
+ */
+const rotationSeen: LessonCheck = {
+  id: 'rotation-seen',
+  title: 'Send requests to web_dynamic and see them go round the replicas in turn',
+  async run({ status, requests }) {
+    const names = runningReplicas(status, 'web_dynamic').map((r) => r.hostname);
+    if (names.length < 2) return { ok: false, message: `web_dynamic runs ${names.length} replica(s): it needs at least 2 to rotate over.` };
+    if (!requests) return { ok: false, message: 'The lab sent no request history with this check.' };
+    const want = 2 * names.length;
+    const seen = requests.filter((r) => r.service === 'web_dynamic' && r.status < 500 && r.hostname !== null && names.includes(r.hostname));
+    if (seen.length < want) {
+      return { ok: false, message: `${seen.length} of ${want} requests to web_dynamic so far: click Fetch web_dynamic ${want - seen.length} more time(s).` };
+    }
+    const last = seen.slice(-want).map((r) => r.hostname as string);
+    const missing = names.filter((n) => !last.includes(n));
+    if (missing.length > 0) return { ok: false, message: `The last ${want} requests never reached ${missing.join(', ')}: they did not go round every replica.` };
+    const broken = last.findIndex((h, i) => i >= names.length && h !== last[i - names.length]);
+    if (broken >= 0) return { ok: false, message: `Request ${broken + 1} of the last ${want} broke the order: not a plain rotation (is an algorithm other than round-robin on?).` };
+    return { ok: true, message: `Your last ${want} requests went round all ${names.length} replicas twice, in the same order: ${last.slice(0, names.length).join(' → ')}.` };
+  },
+};
+
+/**
+ * Lesson 01: web_dynamic scaled to 5 or more, and the rotation grew with it. Sends 2×N requests
+ * to web_dynamic's path on one keep-alive connection and passes when each of the N running
+ * replicas answered exactly twice (weights all 1, round-robin).
+ */
+const rotationGrew: LessonCheck = {
+  id: 'rotation-grew',
+  title: 'Scale web_dynamic to 5 replicas and see every one of them answer',
+  async run({ proxyBase, status }) {
+    const names = runningReplicas(status, 'web_dynamic').map((r) => r.hostname);
+    if (names.length < 5) return { ok: false, message: `web_dynamic runs ${names.length} replica(s): scale it to 5.` };
+    const client = new ProbeClient({ baseUrl: proxyBase, connection: 'reuse' });
+    const answers: string[] = [];
+    try {
+      for (let i = 0; i < 2 * names.length; i++) {
+        const res = await client.get(pathOf(status, 'web_dynamic'), { timeoutMs: 10_000 });
+        answers.push(res.status === 200 ? (res.servedBy ?? 'unknown') : `status ${res.status}`);
+      }
+    } finally {
+      client.close();
+    }
+    const counts = names.map((n) => answers.filter((a) => a === n).length);
+    const shown = `${counts.join('/')} over ${names.length} replicas`;
+    if (counts.some((c) => c === 0)) return { ok: false, message: `${names.filter((_, i) => counts[i] === 0).join(', ')} answered none of ${answers.length} requests (${shown}).` };
+    if (counts.some((c) => c !== 2)) return { ok: false, message: `The ${answers.length} requests were not shared evenly (${shown}): are weights or another algorithm set?` };
+    return { ok: true, message: `${answers.length} requests, exactly 2 on each of the ${names.length} replicas: the rotation grew to ${names.length}.` };
+  },
+};
+
+/**
+ * Lesson 01: weighted round-robin. Needs web_dynamic replicas with different weights; sends 50
+ * requests on one keep-alive connection and passes when every replica's measured share is within
+ * 8 percentage points of its weight's share (3:1:1 -> 60 %, 20 %, 20 %).
+ */
+const weightedShares: LessonCheck = {
+  id: 'weighted-shares',
+  title: 'Give one web_dynamic replica weight 3 and measure it take about 3 requests in 5',
+  async run({ proxyBase, status }) {
+    const replicas = runningReplicas(status, 'web_dynamic');
+    if (replicas.length < 2) return { ok: false, message: `web_dynamic runs ${replicas.length} replica(s): it needs at least 2 to weigh.` };
+    const weights = replicas.map((r) => r.weight);
+    if (new Set(weights).size === 1) return { ok: false, message: `Every web_dynamic replica has weight ${weights[0]}: give one of them weight 3.` };
+    const total = weights.reduce((a, b) => a + b, 0);
+    if (total === 0) return { ok: false, message: 'Every web_dynamic replica has weight 0: none would be sent a request.' };
+    const client = new ProbeClient({ baseUrl: proxyBase, connection: 'reuse' });
+    const answers: string[] = [];
+    try {
+      for (let i = 0; i < 50; i++) {
+        const res = await client.get(pathOf(status, 'web_dynamic'), { timeoutMs: 10_000 });
+        answers.push(res.status === 200 ? (res.servedBy ?? 'unknown') : `status ${res.status}`);
+      }
+    } finally {
+      client.close();
+    }
+    const rows = replicas.map((r) => {
+      const got = answers.filter((a) => a === r.hostname).length;
+      return { name: r.hostname, weight: r.weight, got, off: Math.abs((got / 50) * 100 - (r.weight / total) * 100) };
+    });
+    const shown = rows.map((r) => `${r.name} (weight ${r.weight}): ${r.got}`).join(', ');
+    const worst = rows.reduce((a, b) => (b.off > a.off ? b : a));
+    const algorithm = balancerOf(status.topology, 'web_dynamic').algorithm;
+    if (worst.off > 8) {
+      const why = algorithm !== 'round-robin' ? ` ${algorithm} does not follow weights: choose weighted round-robin.` : '';
+      return { ok: false, message: `Of 50 requests ${shown}: ${worst.name} is ${Math.round(worst.off)} points off its weight's share.${why}` };
+    }
+    return { ok: true, message: `Of 50 requests ${shown}: the shares follow the weights ${weights.join(':')}.` };
+  },
+};
+
 /** Every check, by id. */
 export const CHECKS: ReadonlyMap<string, LessonCheck> = new Map(
-  [loginSurvivesReloads, requestsSurviveACrash, redeployLosesNothing, vipSpread, idleCloseSeen, routingWorks].map((c) => [c.id, c]),
+  [rotationSeen, rotationGrew, weightedShares, loginSurvivesReloads, requestsSurviveACrash, redeployLosesNothing, vipSpread, idleCloseSeen, routingWorks].map((c) => [c.id, c]),
 );

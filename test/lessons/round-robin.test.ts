@@ -1,0 +1,123 @@
+/**
+ * Lesson 01 (round-robin): every check in its front matter fails on the starting topology and
+ * passes once its step is done, through the real lab server (POST /api/checks/:id, which hands the
+ * check the server's event history) against the real proxies and real web_dynamic replicas.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startLab, type RunningLab } from '../../server/compose.ts';
+import { loadLessons } from '../../server/lessons.ts';
+import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
+import { ProbeClient } from '../../lab/probe-client.ts';
+import type { DriverName } from '../../lab/topology.ts';
+
+const SLUG = '01-round-robin';
+const lesson = loadLessons().find((l) => l.slug === SLUG);
+const haproxy = await HaproxyDriver.available();
+const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
+if (!haproxy.ok) console.log(`lesson ${SLUG} on haproxy: skipped because ${haproxy.reason}`);
+
+let lab: RunningLab;
+let stateDir: string;
+
+interface Answer {
+  id: string;
+  ok: boolean;
+  message: string;
+}
+
+async function api(pathname: string, body: unknown = {}): Promise<Response> {
+  return fetch(`${lab.apiUrl}${pathname}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${lab.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+async function check(id: string): Promise<Answer> {
+  const res = await api(`/api/checks/${id}`);
+  expect(res.status, await res.clone().text()).toBe(200);
+  return (await res.json()) as Answer;
+}
+
+/** Sends `n` GETs to /api/ through the proxy and waits until the proxy reported each of them. */
+async function sendAndSee(n: number): Promise<void> {
+  let seen = 0;
+  let wake = () => {};
+  const off = lab.bus.on('request:completed', (e) => {
+    if (e.service === 'web_dynamic') {
+      seen++;
+      wake();
+    }
+  });
+  const client = new ProbeClient({ baseUrl: lab.proxyUrl.replace(/\/$/, ''), connection: 'new' });
+  try {
+    for (let i = 0; i < n; i++) expect((await client.get('/api/', { timeoutMs: 10_000 })).status).toBe(200);
+    // HAProxy reports requests through its log: wait for the events, not for a time.
+    while (seen < n) await new Promise<void>((resolve) => (wake = resolve));
+  } finally {
+    client.close();
+    off();
+  }
+}
+
+beforeAll(async () => {
+  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-lesson01-'));
+  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+});
+
+afterAll(async () => {
+  await lab?.stop();
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+describe(`lesson ${SLUG}`, () => {
+  it('exists and declares its three checks', () => {
+    expect(lesson, `lessons/${SLUG}/index.md`).toBeDefined();
+    expect(lesson!.checks).toEqual(['rotation-seen', 'rotation-grew', 'weighted-shares']);
+  });
+
+  describe.each(engines)('on %s', (engine) => {
+    it('every check fails on the starting topology, each with its sentence', async () => {
+      await lab.lab.switchProxy(engine);
+      expect((await api('/api/reset', { lesson: SLUG })).status).toBe(200);
+      expect(lab.lab.status().proxy.driver).toBe(engine);
+      const results = await Promise.all(lesson!.checks.map((id) => check(id)));
+      for (const r of results) expect(r.ok, `${r.id}: ${r.message}`).toBe(false);
+      expect(results[0].message).toMatch(/0 of 6 requests to web_dynamic so far/);
+      expect(results[1].message).toMatch(/web_dynamic runs 3 replica\(s\): scale it to 5/);
+      expect(results[2].message).toMatch(/Every web_dynamic replica has weight 1/);
+    });
+
+    it('rotation-seen: 4 requests are not enough, 6 went round the 3 replicas twice', async () => {
+      await sendAndSee(4);
+      const early = await check('rotation-seen');
+      expect(early.ok, early.message).toBe(false);
+      expect(early.message).toMatch(/4 of 6 requests/);
+      await sendAndSee(2);
+      const done = await check('rotation-seen');
+      expect(done.ok, done.message).toBe(true);
+    });
+
+    it('rotation-grew passes once web_dynamic is scaled to 5', async () => {
+      await lab.lab.scale('web_dynamic', 5);
+      const r = await check('rotation-grew');
+      expect(r.ok, r.message).toBe(true);
+      expect(r.message).toMatch(/exactly 2 on each of the 5 replicas/);
+    });
+
+    it('weighted-shares passes with weights 3:1:1 and fails again under least-connections', async () => {
+      expect((await api('/api/reset', { lesson: SLUG })).status).toBe(200);
+      const [first] = lab.lab.status().services.find((s) => s.name === 'web_dynamic')!.instances;
+      await lab.lab.setWeight(first.hostname, 3);
+      const r = await check('weighted-shares');
+      expect(r.ok, r.message).toBe(true);
+      await lab.lab.configure(['web_dynamic.algorithm=least-connections']);
+      const lc = await check('weighted-shares');
+      expect(lc.ok, lc.message).toBe(false);
+      expect(lc.message).toMatch(/least-connections does not follow weights/);
+    });
+  });
+});
