@@ -21,7 +21,7 @@ import { DockerRuntime } from '../../lab/runtime/docker/docker-runtime.ts';
 import type { ProxyConfig, ReplicaHandle } from '../../lab/seams.ts';
 import { Topology, type Balancer } from '../../lab/topology.ts';
 import { collect } from '../support/events.ts';
-import { CONTAINER_SESSION, containerEngine, containerHaproxy, containersLeft } from './engines.ts';
+import { CONTAINER_SESSION, containerEngine, containerHaproxy, containersLeft, IMAGE_CACHE_DIR } from './engines.ts';
 
 const haproxyContainer = await containerEngine();
 
@@ -77,7 +77,7 @@ describe.skipIf(!haproxyContainer.ok)('Docker mode: replicas in containers behin
   beforeAll(async () => {
     if (!haproxyContainer.ok) return;
     root = mkdtempSync(path.join(tmpdir(), 'lab-dm-'));
-    runtime = new DockerRuntime({ docker: haproxyContainer.docker, sessionId: CONTAINER_SESSION, stateDir: path.join(root, 'state') });
+    runtime = new DockerRuntime({ docker: haproxyContainer.docker, sessionId: CONTAINER_SESSION, stateDir: path.join(root, 'state'), cacheDir: IMAGE_CACHE_DIR });
     // One at a time: the first builds the web_dynamic image (when missing), the others reuse it.
     for (const hostname of HOSTNAMES) {
       replicas.push(await runtime.start({ service: 'web_dynamic', hostname }, { onLog: () => {}, onExit: () => {} }));

@@ -37,6 +37,9 @@ export function topology(extra: Record<string, unknown> = {}): Topology {
 /** The Docker session of this test file's proxy containers (label `balancer-lab.session`). */
 export const CONTAINER_SESSION = `ct${process.pid}-${randomBytes(3).toString('hex')}`;
 
+/** Host-side npm installs of image builds, shared by the test files (kept between runs). */
+export const IMAGE_CACHE_DIR = path.join(os.tmpdir(), 'balancer-lab-image-cache');
+
 /** What containerEngine() finds. */
 export type ContainerEngine = { ok: true; docker: Docker; image: string; version: string } | { ok: false; reason: string };
 
@@ -59,7 +62,7 @@ export function containerEngine(): Promise<ContainerEngine> {
     }
     let image: string;
     try {
-      image = await ensureHaproxyImage(docker, { cacheDir: path.join(os.tmpdir(), 'balancer-lab-image-cache') });
+      image = await ensureHaproxyImage(docker, { cacheDir: IMAGE_CACHE_DIR });
     } catch (err) {
       return { ok: false, reason: `the HAProxy image could not be built: ${(err as Error).message}` };
     }
