@@ -1,7 +1,8 @@
 /**
  * Routing lesson (07) in a real Chromium against the real lab: set up the lesson, the request
  * tester shows the router, service, replica and the path the replica received; the routes editor
- * adds StripPrefix (keyboard only), after which /api/ arrives as / and the check passes; the
+ * adds StripPrefix (keyboard only), after which /api/ arrives as / and the check passes; a
+ * Host-less /api/ rule loses to the longer Host rule (and a bad host is refused on the page); the
  * configuration panel shows HAProxy's and Traefik's versions; then the same on HAProxy.
  */
 import { execFileSync } from 'node:child_process';
@@ -100,6 +101,31 @@ test('routing lesson: the tester shows router and stripped path, the editor stri
 
   await check.getByTestId('check-run').click();
   await expect(check).toHaveAttribute('data-result', 'pass', { timeout: 30_000 });
+
+  // Step 3 with the editor: a bad host is refused on the page; Undo restores the row.
+  const apiHost = apiRow.getByTestId('route-host-input');
+  await apiHost.fill('bad host');
+  await expect(apiHost).toHaveAttribute('aria-invalid', 'true');
+  await editor.getByTestId('route-apply').click();
+  await expect(editor.getByTestId('route-message')).toContainText('Fix the marked rows first');
+  await editor.getByTestId('route-revert').click();
+  await expect(apiHost).toHaveValue('demo.localhost');
+  // Without its host the /api/ rule (priority 19) loses to Host(demo.localhost) && PathPrefix(/) (41).
+  await apiHost.fill('');
+  await expect(apiRow).toHaveAttribute('data-priority', '19');
+  await editor.getByTestId('route-apply').click();
+  await expect(editor).toHaveAttribute('data-dirty', 'no', { timeout: 30_000 });
+  result = await send(tester, 'demo.localhost', '/api/');
+  await expect(result).toHaveAttribute('data-router', 'web_static');
+  await expect(result).toHaveAttribute('data-received', '/api/');
+  await expect(map.getByTestId('route-map-router').first()).toHaveAttribute('data-router', 'web_static');
+  // The host back: /api/ wins again.
+  await apiRow.getByTestId('route-host-input').fill('demo.localhost');
+  await editor.getByTestId('route-apply').click();
+  await expect(editor).toHaveAttribute('data-dirty', 'no', { timeout: 30_000 });
+  result = await send(tester, 'demo.localhost', '/api/');
+  await expect(result).toHaveAttribute('data-router', 'web_dynamic-1');
+  await expect(result).toHaveAttribute('data-received', '/');
 
   // The same routes in each engine's words.
   const panel = page.getByTestId('routing-config');
