@@ -1,6 +1,6 @@
 /**
  * Property-based fuzzing of the REST API (fast-check) against a real running lab (process runtime,
- * embedded proxy, real replicas): more than 10,000 generated bad inputs across every command —
+ * embedded proxy, real replicas): more than 10,000 generated bad inputs (520 per command) across every command —
  * wrong types, huge and negative numbers, unicode, path-like names, unknown fields, oversized bodies,
  * wrong content types. Every one must get a 4xx whose JSON body is `{ error: "<sentence>" }`: never a
  * 5xx, never a crash; afterwards the lab still serves, with the same replicas, and no process of it
@@ -232,6 +232,27 @@ const commands: Command[] = [
       false,
     ).map((body) => ({ method: 'POST' as const, path: '/load', body })),
   },
+  {
+    name: 'POST /routes',
+    arb: badBody(
+      fc.oneof(
+        fc.record({ routes: notText.filter((v) => !Array.isArray(v)) }),
+        fc.record({ routes: fc.array(fc.record({ service: fc.oneof(notText, badName), pathPrefix: fc.constant('/') }), { minLength: 1, maxLength: 3 }) }),
+        fc.record({ routes: fc.array(fc.record({ service: fc.constant('web_dynamic'), pathPrefix: fc.oneof(notText, fc.constantFrom('no-slash', '/a b', '/ü', '/'.repeat(300))) }), { minLength: 1, maxLength: 3 }) }),
+        fc.record({ routes: fc.array(fc.record({ service: fc.constant('web_dynamic'), host: fc.oneof(notText, fc.constantFrom('a..b', '-x.localhost', 'demo.localhost:80', 'http://x', 'ü.localhost')) }), { minLength: 1, maxLength: 3 }) }),
+        fc.record({ routes: fc.array(fc.constant({ service: 'web_dynamic', pathPrefix: '/' }), { minLength: 21, maxLength: 25 }) }),
+      ),
+    ).map((body) => ({ method: 'POST' as const, path: '/routes', body })),
+  },
+  {
+    name: 'POST /route-test',
+    arb: badBody(
+      fc.oneof(
+        fc.record({ host: fc.oneof(notText, fc.constantFrom('', 'a..b', 'x:80', 'http://demo.localhost', 'ü.localhost', 'a'.repeat(254))), path: fc.constant('/') }),
+        fc.record({ host: fc.constant('demo.localhost'), path: fc.oneof(notText, fc.constantFrom('', 'no-slash', '/a b', `/${'x'.repeat(400)}`)) }),
+      ),
+    ).map((body) => ({ method: 'POST' as const, path: '/route-test', body })),
+  },
   { name: 'POST /checks/:id', arb: badName.map((id) => ({ method: 'POST' as const, path: `/checks/${encodeURIComponent(id)}` })) },
   {
     name: 'POST /capture/start',
@@ -257,8 +278,8 @@ const commands: Command[] = [
   { name: 'unknown route', arb: badName.filter((s) => s !== '.' && s !== '..').map((s) => ({ method: 'POST' as const, path: `/${encodeURIComponent(s)}` })) },
 ];
 
-/** Runs per command; 19 commands x 540 = 10,260 inputs. */
-const RUNS = 540;
+/** Runs per command: 21 commands x 520 = 10,920 inputs, plus 20 for capture/stop. */
+const RUNS = 520;
 
 describe('REST API fuzz: every bad input gets a 4xx with a sentence', () => {
   for (const c of commands) {
