@@ -9,7 +9,7 @@
  * Skipped, saying why, when Docker is not reachable or the image cannot be built.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,7 +22,8 @@ import { ProbeClient } from '../../probe-client.ts';
 import { labelFilter } from '../../runtime/docker/docker-client.ts';
 import { HaproxyContainerHost } from '../../runtime/docker/haproxy-container.ts';
 import type { ProxyConfig } from '../../seams.ts';
-import { CONTAINER_SESSION, containerEngine, containerHaproxy } from '../../../test/contract/engines.ts';
+import { CONTAINER_SESSION, containerEngine, containerHaproxy, containerHost } from '../../../test/contract/engines.ts';
+import { deadPort } from '../../../test/support/events.ts';
 import { HaproxyDriver } from './haproxy-driver.ts';
 
 const haproxyContainer = await containerEngine();
@@ -150,6 +151,51 @@ describe.skipIf(!haproxyContainer.ok)('HaproxyDriver with HAProxy in a container
     expect(await HaproxyDriver.sweep(root, { hosts: [host] })).toBe(1);
     expect(await theirs()).toEqual([]);
     expect(await HaproxyDriver.sweep(root, { hosts: [host] })).toBe(0);
+  });
+
+  it('the host alone: the master is PID 1 in its container, alive() sees pids there, SIGUSR2 reloads, stop() removes the container', async () => {
+    const workDir = path.join(root, `w${++n}`);
+    mkdirSync(workDir, { recursive: true, mode: 0o700 });
+    const cfgPath = path.join(workDir, 'haproxy.cfg');
+    const text = (port: number) => ['global', 'defaults', '  mode http', '  timeout connect 1s', '  timeout client 5s', '  timeout server 5s', 'frontend fe', `  bind 127.0.0.1:${port}`, ''].join('\n');
+    const host = containerHost();
+    // HAProxy's own refusal comes back as its lines.
+    writeFileSync(cfgPath, text(0));
+    const refused = await host.check(cfgPath);
+    expect(refused.ok).toBe(false);
+    expect(!refused.ok && refused.lines.some((l) => /\[ALERT\].*invalid port '0'/.test(l))).toBe(true);
+    writeFileSync(cfgPath, text(await deadPort()));
+    expect(await host.check(cfgPath)).toEqual({ ok: true });
+    const lines: string[] = [];
+    const waiters: Array<{ re: RegExp; resolve: () => void }> = [];
+    const seen = (re: RegExp) => (lines.some((l) => re.test(l)) ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ re, resolve })));
+    const proc = await host.start({
+      workDir,
+      cfgPath,
+      onLine: (l) => {
+        lines.push(l);
+        for (const w of waiters.filter((x) => x.re.test(l))) w.resolve();
+      },
+    });
+    try {
+      await seen(/New worker \(\d+\) forked/);
+      expect(proc.masterPid).toBe(1);
+      expect(lines.some((l) => /\(1\) : New worker/.test(l))).toBe(true);
+      expect(await proc.alive(1)).toBe(true);
+      expect(await proc.alive(999_999)).toBe(false);
+      const worker = Number(/New worker \((\d+)\) forked/.exec(lines.find((l) => /New worker/.test(l))!)![1]);
+      expect(await proc.alive(worker)).toBe(true);
+      await proc.signal('SIGUSR2');
+      await seen(/Reloading HAProxy/);
+      await seen(new RegExp(`Former worker \\(${worker}\\) exited`));
+      expect(await proc.alive(worker)).toBe(false);
+      await proc.stop(3000);
+      expect(await proc.exited).toEqual({ code: 0, signal: null });
+      expect(await proxyContainers()).toEqual([]);
+      expect(await proc.alive(1)).toBe(false);
+    } finally {
+      await proc.stop(0); // a no-op once stopped; a failed assertion leaves no container
+    }
   });
 
   it('a missing image is a sentence naming it and how to build it, not a Docker error', async () => {

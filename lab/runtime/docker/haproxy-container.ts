@@ -298,7 +298,13 @@ export class HaproxyContainerHost implements HaproxyHost {
             stream.on('error', () => resolve());
             stream.resume();
           });
-          return (await exec.inspect()).ExitCode === 0;
+          // The stream can end before Docker records the exit code: ask until it has (bounded).
+          for (let i = 0; i < 100; i++) {
+            const r = await exec.inspect();
+            if (!r.Running && r.ExitCode !== null) return r.ExitCode === 0;
+            await delay(20);
+          }
+          return false;
         } catch {
           return false; // the container is gone, and its processes with it
         }
