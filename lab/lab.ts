@@ -248,9 +248,14 @@ export class Lab {
   }
 
   /**
-   * Kills every replica, clears the request counts and restores `topology` (default: the
-   * default topology), keeping the proxy engine in use. Resolves when the new replicas are ready.
+   * Kills every replica (SIGKILL, all at once), clears the request counts and restores `topology`
+   * (default: the default topology): settings, routes, replica counts. Faults, weights, sessions
+   * (each session backend replica keeps its sessions in its own store) and the proxy's per-server
+   * state (health, connections, sticky targets) go with the old replicas: the new ones are fresh
+   * processes with new hostnames. VIPs are restarted. The proxy engine in use is kept. Resolves
+   * when the new replicas are ready and in the pool (about half a second in process mode).
    * @param lesson slug of the lesson whose starting topology this is (shown in status), or null.
+   * @throws ZodError when `topology` is invalid (before anything is stopped).
    */
   reset(topology?: Topology, lesson: string | null = null): Promise<LabStatus> {
     const next = topology ? Topology.parse(topology) : defaultTopology();
@@ -258,8 +263,15 @@ export class Lab {
       this.#log(lesson ? `reset to the start of lesson ${lesson}` : 'reset');
       const all = [...this.#replicas.values()];
       for (const r of all) r.state = 'stopping';
+      // One pool update takes them all out, then every process is killed at once.
       await this.#applyProxy();
-      await Promise.all(all.map((r) => this.#remove(r, 'reset', 'SIGKILL')));
+      await Promise.all(
+        all.map(async (r) => {
+          await this.#o.runtime.stop(r.hostname, { signal: 'SIGKILL' });
+          this.#replicas.delete(r.hostname);
+          this.#o.bus.emit('replica:stopped', { ...this.#event(r), reason: 'reset' });
+        }),
+      );
       // A reset starts from fresh VIPs (no connection pinned from before).
       await this.#stopVips();
       next.proxy.driver = this.#proxy.name;

@@ -22,14 +22,32 @@ import { EventStream } from './event-stream.ts';
 import type { LessonInfo } from './lessons.ts';
 import { CHECKS, sendRouted } from '../lab/checks.ts';
 import { BurstRequest, HashMovementRequest, measureHashMovement, runBurst } from '../lab/experiments.ts';
-import type { ProxyConfigsView, ProxyInfo, RouteTestResult } from './protocol.ts';
+import {
+  WATCH_ONLY_REFUSAL,
+  type LessonRef,
+  type NavigateMessage,
+  type NavigateResult,
+  type ProxyConfigsView,
+  type ProxyInfo,
+  type ResetMessage,
+  type Role,
+  type RouteTestResult,
+  type SessionInfo,
+} from './protocol.ts';
+import { RunRecorder } from './export.ts';
+import { renderRunReport } from './export-html.ts';
 import { CAPTURE_MAX_SECONDS, type Capture } from '../lab/capture.ts';
 
 export interface LabServerOptions {
   lab: Lab;
   bus: EventBus;
-  /** The run's secret; compared in constant time. */
+  /** The run's secret (the instructor's: every command); compared in constant time. */
   token: string;
+  /**
+   * The watch-only token (students): the socket and every GET work, any other call answers 403
+   * with WATCH_ONLY_REFUSAL. Absent: there is no watch-only access. Must differ from `token`.
+   */
+  readonlyToken?: string;
   /** Folder of the built web app (index.html); when missing, `/` says how to build it. */
   staticDir: string;
   /** Host names the page may be reached by (default localhost, 127.0.0.1, [::1]). */
@@ -54,7 +72,14 @@ export interface LabServer {
 const BODY_LIMIT_BYTES = 16 * 1024;
 
 const ScaleBody = z.strictObject({ replicas: ReplicaCount }, { error: 'body must be {"replicas": <0..10>}' });
-const ResetBody = z.strictObject({ lesson: z.string().max(100).optional() }, { error: 'body must be {} or {"lesson": "<slug>"}' });
+const ResetBody = z.strictObject(
+  { lesson: z.string({ error: 'lesson must be a lesson slug, or null for the default topology' }).max(100, 'lesson is at most 100 characters').nullable().optional() },
+  { error: 'body must be {}, {"lesson": "<slug>"} or {"lesson": null}' },
+);
+const NavigateBody = z.strictObject(
+  { lesson: z.string({ error: 'lesson must be a lesson slug such as 02-sticky-sessions' }).min(1, 'lesson must not be empty').max(100, 'lesson is at most 100 characters') },
+  { error: 'body must be {"lesson": "<slug>"}' },
+);
 const SettingsBody = z.strictObject(
   { settings: z.array(z.string().max(200), { error: 'settings must be a list of texts like "sticky=on"' }).min(1, 'settings must not be empty').max(20, 'at most 20 settings at once') },
   { error: 'body must be {"settings": ["sticky=on", ...]}' },
@@ -141,14 +166,43 @@ function hostnameOf(hostHeader: string | undefined): string | null {
   }
 }
 
+/** A lesson's names: folder `02-sticky-sessions`, page slug `sticky-sessions`, path `/lessons/sticky-sessions`. */
+export function lessonRef(lesson: LessonInfo): LessonRef {
+  const slug = lesson.slug.replace(/^\d+-/, '');
+  return { folder: lesson.slug, slug, title: lesson.title, path: `/lessons/${slug}` };
+}
+
 export function createLabServer(o: LabServerOptions): LabServer {
   const allowedHosts = new Set(o.allowedHosts ?? ['localhost', '127.0.0.1', '[::1]']);
-  const expected = Buffer.from(o.token);
-  const tokenOk = (given: unknown): boolean => {
-    if (typeof given !== 'string') return false;
+  if (o.readonlyToken !== undefined && (o.readonlyToken === '' || o.readonlyToken === o.token)) {
+    throw new Error('The watch-only token must be non-empty and differ from the lab token.');
+  }
+  const same = (given: string, secret: Buffer): boolean => {
     const b = Buffer.from(given);
-    return b.length === expected.length && timingSafeEqual(b, expected);
+    return b.length === secret.length && timingSafeEqual(b, secret);
   };
+  const expected = Buffer.from(o.token);
+  const watchExpected = o.readonlyToken ? Buffer.from(o.readonlyToken) : null;
+  /** The role a token gives, or null for no/another token. */
+  const roleOf = (given: unknown): Role | null => {
+    if (typeof given !== 'string') return null;
+    if (same(given, expected)) return 'control';
+    if (watchExpected && same(given, watchExpected)) return 'watch';
+    return null;
+  };
+  const lessons = o.lessons ?? [];
+  /** Finds a lesson by folder (`02-sticky-sessions`) or page slug (`sticky-sessions`); 404 lists them. */
+  const findLesson = (name: string): LessonInfo => {
+    const found = lessons.find((l) => l.slug === name || lessonRef(l).slug === name);
+    if (!found) {
+      const known = lessons.map((l) => l.slug).join(', ') || 'none';
+      throw new LabError(`Unknown lesson "${name.slice(0, 60)}". Lessons: ${known}.`, 'not-found');
+    }
+    return found;
+  };
+  /** The class's current lesson: the last one navigated to or reset to (null: none yet, or reset to the default). */
+  let current: NavigateMessage | null = null;
+  const recorder = new RunRecorder(o.bus);
 
   /** Host must be ours; Origin, when sent, must be this same origin. Returns a reason or null. */
   const refuse = (headers: http.IncomingHttpHeaders): string | null => {
@@ -183,10 +237,17 @@ export function createLabServer(o: LabServerOptions): LabServer {
   api.use((req, res, next) => {
     const auth = req.headers.authorization;
     const given = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
-    if (!tokenOk(given)) {
+    const role = roleOf(given);
+    if (!role) {
       res.status(401).json({ error: 'Missing or wrong token: open the URL the lab printed at start (it carries ?token=...).' });
       return;
     }
+    // Watch-only: looking is fine, any command is refused before its body is even read.
+    if (role === 'watch' && req.method !== 'GET' && req.method !== 'HEAD') {
+      res.status(403).json({ error: WATCH_ONLY_REFUSAL });
+      return;
+    }
+    res.locals.role = role;
     next();
   });
   api.use(express.json({ limit: BODY_LIMIT_BYTES, strict: true }));
@@ -206,18 +267,49 @@ export function createLabServer(o: LabServerOptions): LabServer {
 
   api.post('/reset', async (req, res) => {
     const body = parse(ResetBody, req.body ?? {});
-    let topology;
-    if (body.lesson !== undefined) {
-      const lesson = (o.lessons ?? []).find((l) => l.slug === body.lesson);
-      if (!lesson) {
-        const known = (o.lessons ?? []).map((l) => l.slug).join(', ') || 'none';
-        throw new LabError(`Unknown lesson "${body.lesson.slice(0, 60)}". Lessons: ${known}.`, 'not-found');
-      }
-      topology = lesson.topology;
-    }
-    const status = await o.lab.reset(topology, body.lesson ?? null);
+    // {lesson}: that lesson; {lesson: null}: the default; {}: the class's current lesson, if any.
+    const name = body.lesson === undefined ? (current?.folder ?? o.lab.status().lesson ?? null) : body.lesson;
+    const lesson = name === null ? null : findLesson(name);
+    const started = performance.now();
+    load?.stop();
+    kept?.client.close();
+    kept = null;
+    const status = await o.lab.reset(lesson?.topology, lesson?.slug ?? null);
+    current = lesson ? { ...lessonRef(lesson), at: Date.now() } : null;
+    // The old run's events go with it: counts, history, the export; every page is told.
     stream.resetCounts();
+    recorder.reset(lesson ? `reset to the start of lesson ${lesson.slug}` : 'reset');
+    const message: ResetMessage = { lesson: lesson?.slug ?? null, at: Date.now(), ms: Math.round(performance.now() - started) };
+    io.emit('reset', message);
     res.json(status);
+  });
+
+  api.get('/session', (_req, res) => {
+    const info: SessionInfo = { role: res.locals.role as Role, lesson: current, lessons: lessons.map(lessonRef) };
+    res.json(info);
+  });
+
+  api.post('/navigate', async (req, res) => {
+    const lesson = findLesson(parse(NavigateBody, req.body ?? {}).lesson);
+    current = { ...lessonRef(lesson), at: Date.now() };
+    io.emit('navigate', current);
+    const result: NavigateResult = { ...lessonRef(lesson), browsers: (await io.fetchSockets()).length };
+    res.json(result);
+  });
+
+  const exportName = (ext: string) => `balancer-lab-run-${new Date().toISOString().replace(/[:.]/g, '-')}.${ext}`;
+  api.get('/export', (req, res) => {
+    res.setHeader('cache-control', 'no-store');
+    if (req.query.download !== undefined) res.attachment(exportName('json'));
+    res.json(recorder.export(o.lab.status()));
+  });
+
+  api.get('/export.html', (_req, res) => {
+    const run = recorder.export(o.lab.status());
+    const title = run.lesson ? lessons.find((l) => l.slug === run.lesson)?.title : undefined;
+    res.setHeader('cache-control', 'no-store');
+    res.attachment(exportName('html'));
+    res.type('html').send(renderRunReport(run, title));
   });
 
   api.post('/settings', async (req, res) => {
@@ -528,8 +620,13 @@ export function createLabServer(o: LabServerOptions): LabServer {
     },
   });
   io.use((socket, next) => {
-    if (tokenOk(socket.handshake.auth?.token)) next();
-    else next(new Error('Missing or wrong token: open the URL the lab printed at start.'));
+    const role = roleOf(socket.handshake.auth?.token);
+    if (!role) {
+      next(new Error('Missing or wrong token: open the URL the lab printed at start.'));
+      return;
+    }
+    socket.data.role = role;
+    next();
   });
 
   const stream = new EventStream(
@@ -540,6 +637,8 @@ export function createLabServer(o: LabServerOptions): LabServer {
   io.on('connection', (socket) => {
     socket.emit('status', o.lab.status());
     socket.emit('history', stream.history());
+    const session: SessionInfo = { role: socket.data.role as Role, lesson: current, lessons: lessons.map(lessonRef) };
+    socket.emit('session', session);
   });
 
   return {
@@ -565,6 +664,7 @@ export function createLabServer(o: LabServerOptions): LabServer {
       kept?.client.close();
       await o.capture?.close().catch(() => undefined);
       stream.close();
+      recorder.close();
       await new Promise<void>((resolve) => {
         io.close(() => resolve());
       });

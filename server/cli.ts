@@ -3,7 +3,12 @@
  *   status [--json]           services, replicas (hostname, port, state, requests) and the proxy
  *   scale <service>=<n>       e.g. scale web_dynamic=5
  *   kill <hostname>           a replica's hostname or its slot (web_dynamic-2)
- *   reset [lesson]            back to the default topology (or a lesson's starting one), counts cleared
+ *   reset [lesson] [--default]  kill every replica, clear counts, faults, sessions and history; restore
+ *                             that lesson's starting topology (default: the class's current lesson,
+ *                             else the default topology; --default: the default topology)
+ *   lesson <slug> [--reset]   move every connected page to that lesson (and restore its start)
+ *   lessons                   list the lessons and the class's current one
+ *   export [--out file] [--html]  the recent run as JSON (or a self-contained HTML report)
  *   proxy embedded|haproxy    swap the proxy engine; the replicas keep running
  *   set <setting>=<value>...  proxy settings: sticky=on|off, sticky.cookie=<name>|default,
  *                             algorithm=round-robin|least-connections|hash, hash.header=<name>,
@@ -16,10 +21,13 @@
  *   load [--rate n] [--seconds n] [--path p]  a steady load through the proxy (see the page's charts)
  * Finds the lab through its state file (LAB_STATE_DIR or .lab/lab.json), or --url and --token.
  * Exit codes: 0 done, 1 the lab refused or failed (its sentence is printed), 2 bad usage,
- * 3 no running lab found.
+ * 3 no running lab found, 4 the token is the watch-only one (it may look, not change).
  */
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import type { LabStatus } from '../lab/status.ts';
+import type { NavigateResult, RunExport, SessionInfo } from './protocol.ts';
 import { defaultStateDir, readStateFile, stateFilePath } from './state-file.ts';
 
 class CliError extends Error {
@@ -50,7 +58,11 @@ function target(opts: { url?: string; token?: string }): Target {
   return { url: url.replace(/\/+$/, ''), token };
 }
 
-async function call<T = LabStatus>(t: Target, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+/** Exit code when the lab refused a command because the token is the watch-only one. */
+const EXIT_WATCH_ONLY = 4;
+
+/** One REST call; the body as text. Throws CliError with the lab's sentence on a refusal. */
+async function callText(t: Target, method: 'GET' | 'POST', path: string, body?: unknown): Promise<string> {
   let res: Response;
   try {
     res = await fetch(`${t.url}${path}`, {
@@ -62,20 +74,37 @@ async function call<T = LabStatus>(t: Target, method: 'GET' | 'POST', path: stri
     throw new CliError(`No running lab answers at ${t.url}. Start one with \`npm start\`.`, 3);
   }
   const text = await res.text();
-  let json: unknown;
+  if (res.ok) return text;
+  let error = text.slice(0, 300);
   try {
-    json = JSON.parse(text);
+    error = (JSON.parse(text) as { error?: string }).error ?? error;
   } catch {
-    throw new CliError(`The lab at ${t.url} answered ${res.status} with something that is not JSON.`, 1);
+    // not JSON: the text itself
   }
-  if (!res.ok) throw new CliError(`The lab refused (${res.status}): ${(json as { error?: string }).error ?? text}`, 1);
-  return json as T;
+  if (res.status === 403 && /watch-only/i.test(error)) {
+    throw new CliError(`${error} This CLI was given the watch-only token: pass the instructor's with --token, or drop --token/LAB_TOKEN to use .lab/lab.json.`, EXIT_WATCH_ONLY);
+  }
+  throw new CliError(`The lab refused (${res.status}): ${error}`, 1);
+}
+
+async function call<T = LabStatus>(t: Target, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  const text = await callText(t, method, path, body);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new CliError(`The lab at ${t.url} answered with something that is not JSON.`, 1);
+  }
+}
+
+/** A path as the user meant it: relative to where `npm run` was typed (INIT_CWD), not the repo root. */
+function userPath(file: string): string {
+  return path.resolve(process.env.INIT_CWD ?? process.cwd(), file);
 }
 
 /** Human-readable status table. */
 export function formatStatus(s: LabStatus): string {
   const lines = [`Proxy: ${s.proxy.driver} at ${s.proxy.url}   runtime: ${s.runtime}   requests: ${s.requestsTotal}`];
-  if (s.lesson) lines.push(`Lesson: ${s.lesson}`);
+  if (s.lesson) lines.push(`Lesson set up: ${s.lesson}`);
   const t = s.topology.proxy;
   lines.push(`Balancing: ${t.algorithm}${t.algorithm === 'hash' ? ` on ${t.hashHeader} (${t.hashType})` : ''}, sticky ${t.sticky ? `on${t.stickyCookie ? ` (cookie ${t.stickyCookie})` : ''}` : 'off'}`);
   for (const svc of s.services) {
@@ -134,12 +163,74 @@ program
 program
   .command('reset')
   .argument('[lesson]', "a lesson slug such as 02-sticky-sessions: restore that lesson's starting topology")
-  .description('kill every replica, clear counts, restore the default (or a lesson\'s) topology')
-  .action(async (lesson?: string) => {
+  .option('--default', 'restore the default topology (web_static x3, web_dynamic x3), not a lesson\'s')
+  .description("kill every replica, clear counts, faults, sessions and history; restore the current lesson's (or the default) topology")
+  .action(async (lesson: string | undefined, o: { default?: boolean }) => {
+    if (lesson && o.default) throw new CliError('Give a lesson or --default, not both.', 2);
     const started = Date.now();
-    const s = await call(target(program.opts()), 'POST', '/api/reset', lesson ? { lesson } : {});
+    const s = await call(target(program.opts()), 'POST', '/api/reset', o.default ? { lesson: null } : lesson ? { lesson } : {});
     const what = s.services.map((x) => `${x.name} x${x.instances.length}`).join(', ');
-    console.log(`Reset${lesson ? ` to lesson ${lesson}` : ''} in ${Date.now() - started} ms: ${what}.`);
+    console.log(`Reset in ${Date.now() - started} ms${s.lesson ? ` to the start of lesson ${s.lesson}` : ''}: ${what}.`);
+  });
+
+program
+  .command('lesson')
+  .argument('<slug>', 'e.g. 02-sticky-sessions or sticky-sessions')
+  .option('--reset', "also restore that lesson's starting topology")
+  .description('move every connected page to a lesson')
+  .action(async (slug: string, o: { reset?: boolean }) => {
+    const t = target(program.opts());
+    const r = await call<NavigateResult>(t, 'POST', '/api/navigate', { lesson: slug });
+    console.log(`Moved ${r.browsers} connected page(s) to lesson ${r.folder} “${r.title}” (${r.path}).`);
+    if (o.reset) {
+      const started = Date.now();
+      const s = await call(t, 'POST', '/api/reset', { lesson: r.folder });
+      console.log(`Reset to its start in ${Date.now() - started} ms: ${s.services.map((x) => `${x.name} x${x.instances.length}`).join(', ')}.`);
+    }
+  });
+
+program
+  .command('lessons')
+  .description("list the lessons and the class's current one")
+  .action(async () => {
+    const s = await call<SessionInfo>(target(program.opts()), 'GET', '/api/session');
+    for (const l of s.lessons) console.log(`${s.lesson?.folder === l.folder ? '*' : ' '} ${l.folder.padEnd(22)} ${l.title}`);
+    console.log(s.lesson ? `The class is on ${s.lesson.folder}.` : 'No current lesson yet: `lesson <slug>` sets one.');
+  });
+
+program
+  .command('export')
+  .option('--out <file>', 'where to write it (default: balancer-lab-run-<time>.json or .html here; - for stdout)')
+  .option('--html', 'the self-contained HTML report instead of JSON (also when --out ends in .html)')
+  .description('save the recent run (requests, health, load, connections, topology, proxy config)')
+  .action(async (o: { out?: string; html?: boolean }) => {
+    const t = target(program.opts());
+    const html = o.html || /\.html?$/i.test(o.out ?? '');
+    const text = html ? await callText(t, 'GET', '/api/export.html') : await callText(t, 'GET', '/api/export');
+    let run: RunExport | null = null;
+    if (!html) {
+      try {
+        run = JSON.parse(text) as RunExport;
+      } catch {
+        throw new CliError(`The lab at ${t.url} answered the export with something that is not JSON.`, 1);
+      }
+    }
+    if (o.out === '-') {
+      process.stdout.write(html ? text : `${JSON.stringify(run, null, 2)}\n`);
+      return;
+    }
+    const file = userPath(o.out ?? `balancer-lab-run-${new Date().toISOString().replace(/[:.]/g, '-')}.${html ? 'html' : 'json'}`);
+    try {
+      writeFileSync(file, html ? text : `${JSON.stringify(run, null, 2)}\n`);
+    } catch (err) {
+      throw new CliError(`Could not write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}.`, 1);
+    }
+    const size = Buffer.byteLength(text);
+    console.log(
+      html
+        ? `Wrote the HTML report (${Math.round(size / 1024)} KiB, opens offline) to ${file}.`
+        : `Wrote ${run!.counts.total} request(s) (${run!.requests.length} listed), ${run!.replicas.length} replica(s) and the ${run!.proxy.driver} configuration to ${file}.`,
+    );
   });
 
 program

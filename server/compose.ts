@@ -28,6 +28,8 @@ export interface LabConfig {
   proxyPort: number;
   /** Fixed token, or undefined for a random one per run. */
   token?: string;
+  /** Fixed watch-only token (students: see the lab, change nothing), or undefined for a random one per run. */
+  readonlyToken?: string;
   /** Where the state file and runtime bookkeeping go. */
   stateDir: string;
   /** Folder of the built web app. */
@@ -50,6 +52,9 @@ export interface RunningLab {
   port: number;
   proxyPort: number;
   token: string;
+  /** The watch-only URL (http://localhost:<port>/?token=<readonly token>) and its token. */
+  watchUrl: string;
+  readonlyToken: string;
   lab: Lab;
   bus: EventBus;
   /** Leftover processes of an earlier run removed at start. */
@@ -62,6 +67,8 @@ export interface RunningLab {
 export async function startLab(config: LabConfig): Promise<RunningLab> {
   const sessionId = randomBytes(6).toString('hex');
   const token = config.token ?? randomBytes(18).toString('base64url');
+  const readonlyToken = config.readonlyToken ?? randomBytes(18).toString('base64url');
+  if (readonlyToken === token) throw new Error('The watch-only token must differ from the lab token.');
   const bus = new EventBus();
   if (config.onImageBuild) bus.on('image:build', config.onImageBuild);
   // Docker mode pings the engine here: a missing Docker is one sentence before anything starts.
@@ -82,6 +89,7 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
     lab,
     bus,
     token,
+    readonlyToken,
     staticDir: config.staticDir ?? WEB_DIST,
     lessons,
     proxies: proxyAvailability({ runtime: runtimeName, docker }),
@@ -117,6 +125,8 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   let stopping: Promise<void> | null = null;
   return {
     url: `http://localhost:${port}/?token=${encodeURIComponent(token)}`,
+    watchUrl: `http://localhost:${port}/?token=${encodeURIComponent(readonlyToken)}`,
+    readonlyToken,
     apiUrl: `http://127.0.0.1:${port}`,
     proxyUrl: `http://localhost:${proxyPort}/`,
     port,

@@ -185,7 +185,10 @@ export class EventStream {
     };
   }
 
-  /** Zeroes the totals and forgets the history (after a lab reset). */
+  /**
+   * Zeroes the totals and forgets the history (after a lab reset): a page that connects later sees
+   * the new run only. What is still pending is flushed first, so open pages see every event once.
+   */
   resetCounts(): void {
     this.flush();
     this.#total = 0;
@@ -194,6 +197,7 @@ export class EventStream {
     this.#historyRequests.clear();
     this.#historyHealth.clear();
     this.#historyLoad.clear();
+    this.#historyLogs.clear();
     this.#dirty = true;
   }
 

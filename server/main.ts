@@ -3,7 +3,8 @@
  * on 127.0.0.1 and prints its URL. Ctrl-C (SIGINT) or SIGTERM stops everything it started.
  *
  * Flags override env: --runtime process|docker (LAB_RUNTIME, process), --port (LAB_PORT, 4000), --proxy-port (LAB_PROXY_PORT, 8080),
- * --host (LAB_HOST, 127.0.0.1), --token (LAB_TOKEN, random), --state-dir (LAB_STATE_DIR, .lab/).
+ * --host (LAB_HOST, 127.0.0.1), --token (LAB_TOKEN, random),
+ * --readonly-token (LAB_READONLY_TOKEN, random: the printed "Watch-only URL"), --state-dir (LAB_STATE_DIR, .lab/).
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { ImageBuildProgressed } from '../lab/events.ts';
@@ -28,11 +29,12 @@ const program = new Command()
   .option('--proxy-port <port>', 'proxy port (env LAB_PROXY_PORT)', portOption('--proxy-port'))
   .option('--host <host>', 'interface to bind (env LAB_HOST)')
   .option('--token <token>', 'fixed access token instead of a random one (env LAB_TOKEN)')
+  .option('--readonly-token <token>', 'fixed watch-only token for students instead of a random one (env LAB_READONLY_TOKEN)')
   .option('--state-dir <dir>', 'where the running lab writes its state file (env LAB_STATE_DIR)')
   .showHelpAfterError();
 
 program.parse();
-const opts = program.opts<{ runtime?: RuntimeName; port?: number; proxyPort?: number; host?: string; token?: string; stateDir?: string }>();
+const opts = program.opts<{ runtime?: RuntimeName; port?: number; proxyPort?: number; host?: string; token?: string; readonlyToken?: string; stateDir?: string }>();
 
 function envPort(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -70,6 +72,7 @@ const config = {
   port: opts.port ?? envPort('LAB_PORT', 4000),
   proxyPort: opts.proxyPort ?? envPort('LAB_PROXY_PORT', 8080),
   token: opts.token ?? (process.env.LAB_TOKEN || undefined),
+  readonlyToken: opts.readonlyToken ?? (process.env.LAB_READONLY_TOKEN || undefined),
   stateDir: opts.stateDir ?? defaultStateDir(),
 };
 
@@ -96,6 +99,8 @@ try {
   if (exiting) await new Promise(() => undefined); // shutdown() is stopping it
   if (running.swept > 0) console.log(`Removed ${running.swept} leftover ${runtime === 'docker' ? 'container(s) and network(s)' : 'process(es)'} of an earlier run.`);
   console.log(`Proxy: ${running.proxyUrl}`);
+  // Before "Lab ready" (the line scripts wait for), so it is known by then.
+  console.log(`Watch-only URL: ${running.watchUrl}   (for students: shows the lab live, cannot change it)`);
   console.log(`Lab ready: ${running.url}`);
   console.log('Open the Lab URL in a browser. Ctrl-C stops everything.');
 } catch (err) {

@@ -29,11 +29,23 @@
  *   POST /api/capture/start {seconds?: 1..300} -> CaptureState (tcpdump on the proxy's and replicas' ports; 409 when unavailable or already recording)
  *   POST /api/capture/stop                    -> CaptureState (409 when not recording)
  *   GET  /api/capture/file                    -> the .pcap (Content-Disposition: attachment; 404 none yet, 409 still recording)
+ *   GET  /api/session                         -> SessionInfo (this token's role, the class's current lesson, the lessons)
+ *   POST /api/navigate {lesson: slug}         -> NavigateResult (every connected page is sent `navigate`; 404 unknown lesson)
+ *   GET  /api/export                          -> RunExport (server/export.ts: the recent run's events, topology and proxy config)
+ *   GET  /api/export.html                     -> a self-contained HTML report of the same run (opens offline)
+ *
+ * Two tokens: the instructor's (`?token=` of "Lab ready") may do everything; the watch-only one
+ * ("Watch-only URL") may use the socket and every GET, and any other method answers 403 with
+ * WATCH_ONLY_REFUSAL. The reset body also takes {lesson: null}: the default topology; without
+ * `lesson` it restores the class's current lesson (the last `navigate` or reset to a lesson).
  *
  * socket.io (connect with `auth: { token }`): the server sends
  *   `status`  LabStatus        on connect and whenever it changes
  *   `history` EventBatch       once on connect: the recent past, so a reload shows it
  *   `batch`   EventBatch       every BATCH_INTERVAL_MS while there is something new
+ *   `session` SessionInfo      once on connect: this socket's role and the class's current lesson
+ *   `navigate` NavigateMessage when the instructor moves the class to a lesson (`npm run lab -- lesson <slug>`)
+ *   `reset`   ResetMessage     after the lab was reset (from any page or the CLI): drop what the old run showed
  */
 import type { LabStatus } from '../lab/status.ts';
 import type {
@@ -138,3 +150,52 @@ export interface ProxyConfigsView {
    */
   configs: Array<{ engine: 'haproxy' | 'traefik'; kind: 'haproxy.cfg' | 'dynamic' | 'labels'; title: string; text: string; excerpt: string; error?: string }>;
 }
+
+/** What a token may do: `control` (the instructor's token) or `watch` (the watch-only token: GETs and the socket). */
+export type Role = 'control' | 'watch';
+
+/** The answer (403) to any command sent with the watch-only token. */
+export const WATCH_ONLY_REFUSAL =
+  'This is a watch-only link: it shows the lab live but cannot change it. Commands need the instructor’s token (the “Lab ready” URL).';
+
+/** A lesson as the classroom messages name it. */
+export interface LessonRef {
+  /** Folder name, e.g. `02-sticky-sessions` (what `reset <lesson>` and LabStatus.lesson use). */
+  folder: string;
+  /** The page's slug, e.g. `sticky-sessions`. */
+  slug: string;
+  title: string;
+  /** The page's path, e.g. `/lessons/sticky-sessions`. */
+  path: string;
+}
+
+/** `navigate` (socket): every page should show this lesson. */
+export interface NavigateMessage extends LessonRef {
+  /** Epoch ms when the instructor sent it. */
+  at: number;
+}
+
+/** `POST /api/navigate`'s answer: the lesson and how many pages were connected to receive it. */
+export interface NavigateResult extends LessonRef {
+  browsers: number;
+}
+
+/** `reset` (socket): the lab was reset; its new run starts empty. */
+export interface ResetMessage {
+  /** Folder of the lesson whose starting topology was restored, or null for the default. */
+  lesson: string | null;
+  at: number;
+  /** How long the reset took on the server (ms). */
+  ms: number;
+}
+
+/** `GET /api/session` and the socket's `session` message. */
+export interface SessionInfo {
+  role: Role;
+  /** The class's current lesson (the last `navigate`, or the lesson last reset to), or null. */
+  lesson: NavigateMessage | null;
+  /** Every lesson, in order. */
+  lessons: LessonRef[];
+}
+
+export type { RunExport, ExportedRequest } from './export.ts';
