@@ -121,6 +121,32 @@ describe.skipIf(!docker || !hasBase)('DockerRuntime on a real engine', () => {
     expect(rec.lines.some((l) => /Started DemoApplication in/.test(l))).toBe(true);
   });
 
+  test('joining an existing network (Compose\'s): Docker picks addresses, stopAll leaves the network', async () => {
+    const name = `balancer-lab-test-join-${randomBytes(4).toString('hex')}`;
+    const net = await d.createNetwork({ Name: name, Driver: 'bridge', Labels: { 'balancer-lab.test': 'join' } });
+    try {
+      const { rt, sessionId } = make({ network: name });
+      const [a, b] = await Promise.all([
+        rt.start({ service: 'web_static', hostname: 'web_static-1-j01n' }, hooks().hooks),
+        rt.start({ service: 'web_static', hostname: 'web_static-2-j01n' }, hooks().hooks),
+      ]);
+      expect(a.host).not.toBe(b.host);
+      const info = await net.inspect();
+      const subnetStart = (info.IPAM?.Config?.[0].Subnet ?? '').split('.').slice(0, 2).join('.');
+      expect(a.host.startsWith(`${subnetStart}.`)).toBe(true);
+      for (const h of [a, b]) expect((await fetch(`http://${h.host}:${h.port}/health`)).headers.get('x-served-by')).toBe(h.hostname);
+      await rt.crash('web_static-1-j01n');
+      await expect(rt.start({ service: 'web_static', hostname: 'web_static-1-j01n', port: 8080 }, hooks().hooks)).rejects.toThrow(
+        `Replica web_static-1-j01n (web_static) cannot come back at its old address: the network ${name} was created without a subnet, so Docker picks every address (give it one, e.g. ipam.config.subnet in docker-compose.yml).`,
+      );
+      await rt.stopAll();
+      expect(await d.listContainers({ all: true, filters: labelFilter(sessionId) })).toEqual([]);
+      expect((await net.inspect()).Name).toBe(name); // not the runtime's to remove
+    } finally {
+      await net.remove();
+    }
+  });
+
   test('image build progress goes to onImageProgress (image:build events)', async () => {
     const events: ImageBuildProgressed[] = [];
     const target = badTarget('progress', `echo listening nowhere; sleep 1`);

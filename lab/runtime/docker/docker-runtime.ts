@@ -7,7 +7,8 @@
  * - Network: a bridge `balancer-lab-<sessionId>` with an explicit /24 subnet, created on the
  *   first start and removed by stopAll(). The runtime picks each replica's IPv4 address itself,
  *   so a replica restarted with ReplicaSpec.port gets its old address back (Docker assigns a
- *   fixed address only on a network whose subnet was given at creation).
+ *   fixed address only on a network whose subnet was given at creation). Option `network`
+ *   joins an existing one instead (Compose's, when the lab runs in a container on it).
  * - Containers: `balancer-lab-<sessionId>-<hostname>`, Hostname = the replica's hostname (its
  *   answers name the replica the lab knows), the lab's labels plus Compose's
  *   (com.docker.compose.project=balancer-lab, com.docker.compose.service=<service>) so
@@ -79,6 +80,14 @@ export interface DockerRuntimeOptions {
   cacheDir?: string;
   /** Another image for some services (tests use backends that never get ready); default sandboxImageTarget(service). */
   images?: Partial<Record<ServiceName, ImageTarget>>;
+  /**
+   * Join this existing network instead of creating `balancer-lab-<sessionId>`: e.g. Compose's
+   * `<project>_lab` when the lab itself runs in a container on it (it must reach the replicas).
+   * stopAll() leaves it. Replicas get fixed addresses only if its subnet was given when it was
+   * created (Compose: `ipam.config.subnet`); otherwise Docker assigns them, and a restart at
+   * the same address (ReplicaSpec.port) is refused with a sentence saying so.
+   */
+  network?: string;
 }
 
 /** Readiness line of each kind of backend, and what it says about the implementation. */
@@ -139,9 +148,14 @@ interface Replica {
 interface LabNetwork {
   id: string;
   name: string;
-  /** e.g. `172.18.0.` (the runtime uses /24 subnets). */
-  prefix: string;
+  /** The subnet's first address as a number, and how many addresses it has (a /24: 256). */
+  first: number;
+  size: number;
   gateway: string;
+  /** Created by this runtime (removed by stopAll), not joined. */
+  owned: boolean;
+  /** Addresses can be chosen (false: the network's subnet was not given at its creation). */
+  pin: boolean;
 }
 
 /**
@@ -273,12 +287,16 @@ export class DockerRuntime implements BackendRuntime {
       const image = await this.#imageBuilder(docker).ensure(this.#target(spec.service));
       if (ticket.cancelled) throw new Error(`${label} was stopped before it was ready.`);
       const network = await this.#ensureNetwork(docker);
-      const ip = this.#pickIp(network, spec);
-      this.#pendingIps.add(ip);
+      if (spec.port !== undefined && !network.pin) {
+        throw new Error(
+          `${label} cannot come back at its old address: the network ${network.name} was created without a subnet, so Docker picks every address (give it one, e.g. ipam.config.subnet in docker-compose.yml).`,
+        );
+      }
+      const ip = network.pin ? await this.#pickIp(docker, network, spec) : null; // reserved in #pendingIps
       try {
         return await this.#run(docker, network, image.tag, ip, spec, hooks, label, ticket);
       } finally {
-        this.#pendingIps.delete(ip);
+        if (ip) this.#pendingIps.delete(ip);
       }
     } finally {
       this.#starting.delete(spec.hostname);
@@ -289,7 +307,7 @@ export class DockerRuntime implements BackendRuntime {
     docker: Docker,
     network: LabNetwork,
     image: string,
-    ip: string,
+    pinned: string | null,
     spec: ReplicaSpec,
     hooks: ReplicaHooks,
     label: string,
@@ -308,8 +326,8 @@ export class DockerRuntime implements BackendRuntime {
     // A container of this name left by a start that failed half-way (this session): replace it.
     await docker.getContainer(name).remove({ force: true }).catch(() => {});
     let container: Docker.Container;
-    try {
-      container = await docker.createContainer({
+    const create = (ip: string | null) =>
+      docker.createContainer({
         name,
         Image: image,
         Hostname: spec.hostname,
@@ -327,13 +345,50 @@ export class DockerRuntime implements BackendRuntime {
         ExposedPorts: { [`${CONTAINER_PORT}/tcp`]: {} },
         HostConfig: { Init: true, NetworkMode: network.name, RestartPolicy: { Name: 'no' } },
         NetworkingConfig: {
-          EndpointsConfig: { [network.name]: { IPAMConfig: { IPv4Address: ip }, Aliases: [spec.hostname, spec.service] } },
+          EndpointsConfig: {
+            [network.name]: { ...(ip ? { IPAMConfig: { IPv4Address: ip } } : {}), Aliases: [spec.hostname, spec.service] },
+          },
         },
       });
+    /** Creates and starts the container; a container that would not start is removed. */
+    const launch = async (ip: string | null): Promise<Docker.Container> => {
+      const c = await create(ip);
+      ticket.container = c;
+      try {
+        await c.start();
+      } catch (err) {
+        await c.remove({ force: true }).catch(() => {});
+        throw err;
+      }
+      return c;
+    };
+    let ip = pinned ?? '';
+    try {
+      try {
+        container = await launch(pinned);
+      } catch (err) {
+        // A joined network whose subnet Docker picked takes no fixed address: let Docker pick.
+        const text = `${(err as { json?: { message?: string } }).json?.message ?? ''} ${(err as Error).message}`;
+        if (!pinned || network.owned || !/user (configured|specified)/i.test(text)) throw err;
+        network.pin = false;
+        if (spec.port !== undefined) {
+          throw new Error(
+            `${label} cannot come back at its old address: the network ${network.name} was created without a subnet, so Docker picks every address (give it one, e.g. ipam.config.subnet in docker-compose.yml).`,
+          );
+        }
+        pinned = null;
+        container = await launch(null);
+      }
+      if (!pinned) {
+        // Docker picked the address: read it back.
+        const info = await container.inspect();
+        ip = info.NetworkSettings.Networks[network.name]?.IPAddress ?? '';
+        if (!ip) throw new Error(`Docker gave it no address on ${network.name}`);
+      }
     } catch (err) {
-      throw sentence(err, `${label} could not be created`);
+      if ((err as Error).message?.startsWith(label)) throw err;
+      throw sentence(err, `${label} could not be started`);
     }
-    ticket.container = container;
     if (ticket.cancelled) {
       await container.remove({ force: true }).catch(() => {});
       throw new Error(`${label} was stopped before it was ready.`);
@@ -376,13 +431,6 @@ export class DockerRuntime implements BackendRuntime {
     });
     ready.catch(() => {});
 
-    try {
-      await container.start();
-    } catch (err) {
-      await this.#forget(replica);
-      resolveGone();
-      throw sentence(err, `${label} could not be started`);
-    }
     replica.follower = await followLogs(container, (stream, text) => this.#onLine(replica, stream, text)).catch(() => null);
     // Exit watch: wait() resolves when the container stops (or at once if it already has).
     void container
@@ -510,7 +558,7 @@ export class DockerRuntime implements BackendRuntime {
     }
     const network = await this.#network.catch(() => null);
     this.#network = null;
-    if (network) {
+    if (network?.owned) {
       await docker
         .getNetwork(network.id)
         .remove()
@@ -578,9 +626,9 @@ export class DockerRuntime implements BackendRuntime {
     await ack;
   }
 
-  /** The lab network, created on first use with an explicit /24 (so addresses can be chosen). */
+  /** The lab network, created on first use with an explicit /24 (so addresses can be chosen), or the one to join. */
   #ensureNetwork(docker: Docker): Promise<LabNetwork> {
-    this.#network ??= createNetwork(docker, this.networkName, this.#sessionId);
+    this.#network ??= this.#opts.network ? joinNetwork(docker, this.#opts.network) : createNetwork(docker, this.networkName, this.#sessionId);
     const p = this.#network;
     p.catch(() => {
       if (this.#network === p) this.#network = null;
@@ -589,20 +637,35 @@ export class DockerRuntime implements BackendRuntime {
   }
 
   /**
-   * An address for a replica: its old one on restart (spec.port), else the lowest one from .10
-   * up that no running replica has and no stopped replica may come back to (the oldest such
-   * reservation is given up when the /24 is full).
+   * An address for a replica: its old one on restart (spec.port), else the lowest one from the
+   * subnet's 10th up that nothing on the network has and no stopped replica may come back to
+   * (the oldest such reservation is given up when the subnet is full).
    */
-  #pickIp(network: LabNetwork, spec: ReplicaSpec): string {
-    const used = new Set([...this.#replicas.values()].map((r) => r.ip).concat([...this.#pendingIps]));
+  async #pickIp(docker: Docker, network: LabNetwork, spec: ReplicaSpec): Promise<string> {
+    const used = new Set<string>();
+    if (!network.owned) {
+      // A joined network has other containers (Compose's services, the lab itself).
+      const info = await docker.getNetwork(network.id).inspect();
+      for (const c of Object.values((info.Containers ?? {}) as Record<string, { IPv4Address?: string }>)) {
+        if (c.IPv4Address) used.add(c.IPv4Address.split('/')[0]);
+      }
+    }
+    // After the await: what this runtime holds now.
+    for (const r of this.#replicas.values()) used.add(r.ip);
+    for (const ip of this.#pendingIps) used.add(ip);
     const old = this.#lastIp.get(spec.hostname);
-    if (spec.port !== undefined && old && !used.has(old)) return old;
+    if (spec.port !== undefined && old && !used.has(old)) {
+      this.#pendingIps.add(old);
+      return old;
+    }
     const reserved = new Set(this.#lastIp.values());
+    const last = Math.min(network.size - 2, 10 + 4096);
     for (let pass = 0; pass < 2; pass += 1) {
-      for (let host = 10; host < 255; host += 1) {
-        const ip = `${network.prefix}${host}`;
+      for (let host = 10; host <= last; host += 1) {
+        const ip = intToIp(network.first + host);
         if (ip === network.gateway || used.has(ip) || (pass === 0 && reserved.has(ip))) continue;
         if (pass === 1) for (const [h, a] of this.#lastIp) if (a === ip) this.#lastIp.delete(h);
+        this.#pendingIps.add(ip); // before any await: concurrent starts must not pick it too
         return ip;
       }
     }
@@ -621,7 +684,7 @@ async function createNetwork(docker: Docker, name: string, sessionId: string): P
   const existing = (await docker.listNetworks({ filters: { name: [name] } })).find((n) => n.Name === name);
   if (existing) {
     const info = await docker.getNetwork(existing.Id).inspect();
-    const net = asLabNetwork(info);
+    const net = asLabNetwork(info, true, true);
     if (net && info.Labels?.[LABEL_SESSION] === sessionId) return net;
     throw new Error(`A Docker network named ${name} exists and is not this lab's: remove it (docker network rm ${name}) and start again.`);
   }
@@ -646,7 +709,7 @@ async function createNetwork(docker: Docker, name: string, sessionId: string): P
         Labels: labels,
         IPAM: { Driver: 'default', Config: [{ Subnet: subnet, Gateway: gateway }] },
       });
-      return { id: created.id, name, prefix: `${m[1]}.`, gateway };
+      return { id: created.id, name, first: ipToInt(`${m[1]}.0`), size: 256, gateway, owned: true, pin: true };
     } catch (err) {
       lastError = err; // another network took the subnet meanwhile: ask again
     }
@@ -654,11 +717,46 @@ async function createNetwork(docker: Docker, name: string, sessionId: string): P
   throw sentence(lastError, `Could not create the lab network ${name}`);
 }
 
-function asLabNetwork(info: { Id: string; Name: string; IPAM?: { Config?: Array<{ Subnet?: string; Gateway?: string }> } }): LabNetwork | null {
-  const cfg = info.IPAM?.Config?.[0];
-  const m = /^(\d+\.\d+\.\d+)\.0\/24$/.exec(cfg?.Subnet ?? '');
-  if (!m) return null;
-  return { id: info.Id, name: info.Name, prefix: `${m[1]}.`, gateway: cfg?.Gateway ?? `${m[1]}.1` };
+/**
+ * Joins an existing network (see DockerRuntimeOptions.network). Docker does not say whether its
+ * subnet was given at creation (only then does it take fixed addresses), so the runtime tries a
+ * fixed address first and, when Docker refuses, lets Docker pick from then on (`pin` false).
+ * @throws Error when the network does not exist or has no IPv4 subnet.
+ */
+async function joinNetwork(docker: Docker, name: string): Promise<LabNetwork> {
+  let info: Docker.NetworkInspectInfo;
+  try {
+    info = await docker.getNetwork(name).inspect();
+  } catch (err) {
+    if (isNotFound(err)) throw new Error(`The Docker network ${name} does not exist: create it (docker network create ${name}) or start the lab without it.`);
+    throw sentence(err, `Could not look at the Docker network ${name}`);
+  }
+  const net = asLabNetwork(info, false, true);
+  if (!net) throw new Error(`The Docker network ${name} has no IPv4 subnet the lab can use.`);
+  return net;
+}
+
+function asLabNetwork(
+  info: { Id: string; Name: string; IPAM?: { Config?: Array<{ Subnet?: string; Gateway?: string }> } },
+  owned: boolean,
+  pin: boolean,
+): LabNetwork | null {
+  const cfg = info.IPAM?.Config?.find((c) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c.Subnet ?? ''));
+  if (!cfg?.Subnet) return null;
+  const [addr, bits] = cfg.Subnet.split('/');
+  const len = Number(bits);
+  if (len < 8 || len > 29) return null;
+  const size = 2 ** (32 - len);
+  const first = ipToInt(addr) - (ipToInt(addr) % size);
+  return { id: info.Id, name: info.Name, first, size, gateway: cfg.Gateway ?? intToIp(first + 1), owned, pin };
+}
+
+function ipToInt(ip: string): number {
+  return ip.split('.').reduce((n, part) => n * 256 + Number(part), 0);
+}
+
+function intToIp(n: number): string {
+  return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
 }
 
 /**
