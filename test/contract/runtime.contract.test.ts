@@ -283,6 +283,24 @@ for (const kind of kinds) {
       await expect(rt.setFault('web_dynamic-9-none', { mode: 'errors' })).rejects.toThrow(/web_dynamic-9-none/);
     });
 
+    test('setFault hang: a request is held until the fault is cleared, then answered', async () => {
+      const { rt } = newRuntime();
+      const h = await rt.start({ service: 'web_dynamic', hostname: 'web_dynamic-1-4a46' }, recorder().hooks);
+      if (h.pid !== null) pids.push(h.pid);
+      await rt.setFault(h.hostname, { mode: 'hang' });
+      let settled = false;
+      const held = get(h.host, h.port, '/', 30_000).then((a) => {
+        settled = true;
+        return a;
+      });
+      // An absence can only be watched for a while: no answer in 300 ms while the fault holds.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(settled).toBe(false);
+      await rt.setFault(h.hostname, { mode: 'healthy' });
+      const a = await held;
+      expect([a.status, a.servedBy]).toEqual([200, h.hostname]);
+    });
+
     test('setFault on session_php: unhealthy then healthy', async () => {
       const { rt } = newRuntime();
       const rec = recorder();
