@@ -81,7 +81,8 @@ function timeline(run: RunExport): string {
   const reqs = run.requests;
   if (reqs.length === 0) return '<p class="empty">No request to draw.</p>';
   const lanes = [...new Set(reqs.map((r) => r.replica ?? '(no replica)'))].sort((a, b) => (a.startsWith('(') ? 1 : b.startsWith('(') ? -1 : a.localeCompare(b)));
-  const t0 = Math.min(run.startedAt, reqs[0].at);
+  // From the first request to the last (at least a second), so a quiet start does not squeeze them.
+  const t0 = reqs[0].at;
   const t1 = Math.max(reqs.at(-1)!.at + 1, t0 + 1000);
   const labelW = 230;
   const plotW = 640;

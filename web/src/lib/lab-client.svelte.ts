@@ -10,6 +10,7 @@
 import { getContext, setContext } from 'svelte';
 import { io, type Socket } from 'socket.io-client';
 import type { CaptureState, EventBatch, LabStatus, ProxyConfigsView, ProxyInfo, RouteTestResult } from '../../../server/protocol.ts';
+import { WATCH_ONLY_REFUSAL, type NavigateMessage, type ResetMessage, type Role, type SessionInfo } from '../../../server/protocol.ts';
 import type { ImageBuildProgressed, LoadFinished, LoadTicked, LogLine, RequestCompleted } from '../../../lab/events.ts';
 import type { BurstRequest, BurstResult, HashMovementRequest, HashMovementResult } from '../../../lab/experiments.ts';
 import type { LoadRequest } from '../../../lab/load.ts';
@@ -94,6 +95,12 @@ export type AuthProblem = 'missing' | 'invalid' | null;
  */
 export type LogListener = (lines: readonly LogLine[], info: { replay: boolean; dropped: number }) => void;
 export type BatchListener = (batch: EventBatch, kind: 'history' | 'batch') => void;
+/**
+ * Told when the page should show another lesson: `initial` when a watch-only page connects while
+ * the class is on a lesson (it follows the instructor), otherwise the instructor just moved the class.
+ */
+export type NavigateListener = (message: NavigateMessage, info: { initial: boolean }) => void;
+export type { NavigateMessage, ResetMessage, Role, SessionInfo };
 
 const emptyCounts = (): Counts => ({ total: 0, byReplica: {}, failed: 0 });
 
@@ -119,6 +126,15 @@ export class LabClient {
   logsDropped = $state(0);
   /** The last command's error sentence (from the server), or null. */
   error = $state<string | null>(null);
+  /**
+   * What this page's token may do, from the server on connect: `control` (the instructor's token)
+   * or `watch` (the watch-only link: it sees everything live; commands are refused). Null until known.
+   */
+  role = $state<Role | null>(null);
+  /** The class's current lesson (the instructor's last `lesson <slug>` or reset to a lesson), or null. */
+  classLesson = $state.raw<NavigateMessage | null>(null);
+  /** The last reset of the lab (from any page or the CLI) since this page loaded, or null. */
+  lastReset = $state.raw<ResetMessage | null>(null);
   /** The proxy engines and whether each can run here (GET /api/proxies); null until asked. */
   proxyList = $state.raw<ProxyInfo[] | null>(null);
   /** Health probes since this page loaded (or the last reset), oldest first, the newest MAX_PROBES. */
@@ -184,6 +200,7 @@ export class LabClient {
   #logs: LogLine[] = [];
   readonly #logListeners = new Set<LogListener>();
   readonly #batchListeners = new Set<BatchListener>();
+  readonly #navigateListeners = new Set<NavigateListener>();
 
   constructor(options: LabClientOptions = {}) {
     this.#baseUrl = options.baseUrl ?? '';
@@ -212,6 +229,11 @@ export class LabClient {
 
   get hasToken(): boolean {
     return this.#token !== null;
+  }
+
+  /** True for the watch-only link: the page shows the lab live and disables its commands. */
+  get readonly(): boolean {
+    return this.role === 'watch';
   }
 
   /** Connects (idempotent). Call once the page is mounted. */
@@ -246,6 +268,21 @@ export class LabClient {
     socket.on('status', (status: LabStatus) => this.#applyStatus(status));
     socket.on('history', (batch: EventBatch) => this.#applyHistory(batch));
     socket.on('batch', (batch: EventBatch) => this.#applyBatch(batch));
+    socket.on('session', (info: SessionInfo) => {
+      this.role = info.role;
+      this.classLesson = info.lesson;
+      // A student opening the watch-only link lands where the class is.
+      if (info.role === 'watch' && info.lesson) for (const l of this.#navigateListeners) l(info.lesson, { initial: true });
+    });
+    socket.on('navigate', (message: NavigateMessage) => {
+      this.classLesson = message;
+      for (const l of this.#navigateListeners) l(message, { initial: false });
+    });
+    socket.on('reset', (message: ResetMessage) => {
+      // The CLI or another page reset the lab: what this page kept belongs to the old run.
+      this.lastReset = message;
+      this.#clearRequests();
+    });
   }
 
   /** Disconnects and forgets listeners' socket (the page is going away). */
@@ -555,6 +592,43 @@ export class LabClient {
   }
 
   /** Every raw batch (connections, replica events...), for widgets that need more than the fields above. */
+  /** Calls `listener` whenever the instructor moves the class to a lesson; returns the unsubscribe function. */
+  onNavigate(listener: NavigateListener): () => void {
+    this.#navigateListeners.add(listener);
+    return () => this.#navigateListeners.delete(listener);
+  }
+
+  /**
+   * GET /api/export (`json`: the run's data) or /api/export.html (`html`: the self-contained
+   * report) with the token: the file as a Blob and its name, for a download link. Works with the
+   * watch-only link too.
+   */
+  async downloadExport(kind: 'json' | 'html'): Promise<Result<{ blob: Blob; filename: string }>> {
+    if (!this.#token) return this.#fail('This page has no lab token. Open the URL the lab printed when it started.');
+    let res: Response;
+    try {
+      res = await fetch(this.#baseUrl + (kind === 'html' ? '/api/export.html' : '/api/export?download'), {
+        headers: { Authorization: `Bearer ${this.#token}` },
+        credentials: 'omit',
+        cache: 'no-store',
+      });
+    } catch {
+      return this.#fail('Cannot reach the lab server (is `npm start` still running?).');
+    }
+    if (!res.ok) {
+      let data: unknown = null;
+      try {
+        data = await res.json();
+      } catch {
+        // not JSON
+      }
+      return this.#fail(errorSentence(data) ?? `The lab answered ${res.status} ${res.statusText}.`);
+    }
+    const disposition = res.headers.get('content-disposition') ?? '';
+    const filename = /filename="?([^";]+)"?/.exec(disposition)?.[1] ?? `balancer-lab-run.${kind}`;
+    return { ok: true, blob: await res.blob(), filename };
+  }
+
   subscribeBatches(listener: BatchListener): () => void {
     this.#batchListeners.add(listener);
     return () => this.#batchListeners.delete(listener);
@@ -576,6 +650,8 @@ export class LabClient {
       this.authProblem = 'missing';
       return this.#fail('This page has no lab token. Open the URL the lab printed when it started.');
     }
+    // The server refuses it too (403); saying so here spares the round trip.
+    if (this.readonly && method !== 'GET') return this.#fail(WATCH_ONLY_REFUSAL);
     let res: Response;
     try {
       res = await fetch(this.#baseUrl + path, {
