@@ -314,11 +314,6 @@ function runningReplicas(status: LabStatus, service: ServiceName) {
   return status.services.find((s) => s.name === service)?.instances.filter((r) => r.state === 'running') ?? [];
 }
 
-/** The path prefix a service is routed on (its first route), or `/`. */
-function pathOf(status: LabStatus, service: ServiceName): string {
-  return status.topology.routes.find((r) => r.service === service)?.pathPrefix ?? '/';
-}
-
 /**
  * Lesson 01, from the event history (sends nothing): the learner's own requests to web_dynamic.
  * Passes when the last 2×N answered requests (N = running replicas, at least 2) went round the
@@ -333,11 +328,11 @@ const rotationSeen: LessonCheck = {
     if (names.length < 2) return { ok: false, message: `web_dynamic runs ${names.length} replica(s): it needs at least 2 to rotate over.` };
     if (!requests) return { ok: false, message: 'The lab sent no request history with this check.' };
     const want = 2 * names.length;
-    const seen = requests.filter((r) => r.service === 'web_dynamic' && r.status < 500 && r.hostname !== null && names.includes(r.hostname));
+    const seen = answeredBy(requests, 'web_dynamic', names);
     if (seen.length < want) {
       return { ok: false, message: `${seen.length} of ${want} requests to web_dynamic so far: click Fetch web_dynamic ${want - seen.length} more time(s).` };
     }
-    const last = seen.slice(-want).map((r) => r.hostname as string);
+    const last = seen.slice(-want);
     const missing = names.filter((n) => !last.includes(n));
     if (missing.length > 0) return { ok: false, message: `The last ${want} requests never reached ${missing.join(', ')}: they did not go round every replica.` };
     const broken = last.findIndex((h, i) => i >= names.length && h !== last[i - names.length]);
@@ -346,72 +341,63 @@ const rotationSeen: LessonCheck = {
   },
 };
 
+/** The learner's answered requests to a service, oldest first, on replicas that still run. */
+function answeredBy(requests: readonly RequestCompleted[], service: ServiceName, names: readonly string[]): string[] {
+  return requests.filter((r) => r.service === service && r.status < 500 && r.hostname !== null && names.includes(r.hostname)).map((r) => r.hostname as string);
+}
+
 /**
- * Lesson 01: web_dynamic scaled to 5 or more, and the rotation grew with it. Sends 2×N requests
- * to web_dynamic's path on one keep-alive connection and passes when each of the N running
- * replicas answered exactly twice (weights all 1, round-robin).
+ * Lesson 01, from the event history (sends nothing): web_dynamic scaled to 5 or more, and the
+ * rotation grew with it. Passes when the last N requests to web_dynamic (N = running replicas,
+ * at least 5) reached N different replicas.
  */
 const rotationGrew: LessonCheck = {
   id: 'rotation-grew',
   title: 'Scale web_dynamic to 5 replicas and see every one of them answer',
-  async run({ proxyBase, status }) {
+  async run({ status, requests }) {
     const names = runningReplicas(status, 'web_dynamic').map((r) => r.hostname);
     if (names.length < 5) return { ok: false, message: `web_dynamic runs ${names.length} replica(s): scale it to 5.` };
-    const client = new ProbeClient({ baseUrl: proxyBase, connection: 'reuse' });
-    const answers: string[] = [];
-    try {
-      for (let i = 0; i < 2 * names.length; i++) {
-        const res = await client.get(pathOf(status, 'web_dynamic'), { timeoutMs: 10_000 });
-        answers.push(res.status === 200 ? (res.servedBy ?? 'unknown') : `status ${res.status}`);
-      }
-    } finally {
-      client.close();
+    if (!requests) return { ok: false, message: 'The lab sent no request history with this check.' };
+    const seen = answeredBy(requests, 'web_dynamic', names);
+    const last = seen.slice(-names.length);
+    const missing = names.filter((n) => !last.includes(n));
+    if (missing.length > 0) {
+      return { ok: false, message: `Your last ${last.length} requests to web_dynamic never reached ${missing.join(', ')}: click Fetch web_dynamic until all ${names.length} answered in a row.` };
     }
-    const counts = names.map((n) => answers.filter((a) => a === n).length);
-    const shown = `${counts.join('/')} over ${names.length} replicas`;
-    if (counts.some((c) => c === 0)) return { ok: false, message: `${names.filter((_, i) => counts[i] === 0).join(', ')} answered none of ${answers.length} requests (${shown}).` };
-    if (counts.some((c) => c !== 2)) return { ok: false, message: `The ${answers.length} requests were not shared evenly (${shown}): are weights or another algorithm set?` };
-    return { ok: true, message: `${answers.length} requests, exactly 2 on each of the ${names.length} replicas: the rotation grew to ${names.length}.` };
+    return { ok: true, message: `Your last ${names.length} requests reached ${names.length} different replicas: the rotation grew to ${names.length}.` };
   },
 };
 
 /**
- * Lesson 01: weighted round-robin. Needs web_dynamic replicas with different weights; sends 50
- * requests on one keep-alive connection and passes when every replica's measured share is within
- * 8 percentage points of its weight's share (3:1:1 -> 60 %, 20 %, 20 %).
+ * Lesson 01, from the event history (sends nothing): weighted round-robin. Needs web_dynamic
+ * replicas with different weights; passes when, of the last 50 requests to web_dynamic, every
+ * replica's share is within 8 percentage points of its weight's share (3:1:1 -> 60 %, 20 %, 20 %).
  */
 const weightedShares: LessonCheck = {
   id: 'weighted-shares',
   title: 'Give one web_dynamic replica weight 3 and measure it take about 3 requests in 5',
-  async run({ proxyBase, status }) {
+  async run({ status, requests }) {
     const replicas = runningReplicas(status, 'web_dynamic');
     if (replicas.length < 2) return { ok: false, message: `web_dynamic runs ${replicas.length} replica(s): it needs at least 2 to weigh.` };
     const weights = replicas.map((r) => r.weight);
     if (new Set(weights).size === 1) return { ok: false, message: `Every web_dynamic replica has weight ${weights[0]}: give one of them weight 3.` };
     const total = weights.reduce((a, b) => a + b, 0);
-    if (total === 0) return { ok: false, message: 'Every web_dynamic replica has weight 0: none would be sent a request.' };
-    const client = new ProbeClient({ baseUrl: proxyBase, connection: 'reuse' });
-    const answers: string[] = [];
-    try {
-      for (let i = 0; i < 50; i++) {
-        const res = await client.get(pathOf(status, 'web_dynamic'), { timeoutMs: 10_000 });
-        answers.push(res.status === 200 ? (res.servedBy ?? 'unknown') : `status ${res.status}`);
-      }
-    } finally {
-      client.close();
-    }
+    if (!requests) return { ok: false, message: 'The lab sent no request history with this check.' };
+    const seen = answeredBy(requests, 'web_dynamic', replicas.map((r) => r.hostname));
+    if (seen.length < 50) return { ok: false, message: `${seen.length} of 50 requests to web_dynamic so far: send a burst of 50.` };
+    const last = seen.slice(-50);
     const rows = replicas.map((r) => {
-      const got = answers.filter((a) => a === r.hostname).length;
+      const got = last.filter((h) => h === r.hostname).length;
       return { name: r.hostname, weight: r.weight, got, off: Math.abs((got / 50) * 100 - (r.weight / total) * 100) };
     });
     const shown = rows.map((r) => `${r.name} (weight ${r.weight}): ${r.got}`).join(', ');
     const worst = rows.reduce((a, b) => (b.off > a.off ? b : a));
     const algorithm = balancerOf(status.topology, 'web_dynamic').algorithm;
     if (worst.off > 8) {
-      const why = algorithm !== 'round-robin' ? ` ${algorithm} does not follow weights: choose weighted round-robin.` : '';
-      return { ok: false, message: `Of 50 requests ${shown}: ${worst.name} is ${Math.round(worst.off)} points off its weight's share.${why}` };
+      const why = algorithm !== 'round-robin' ? ` ${algorithm} does not follow weights: choose weighted round-robin and send them again.` : ' Send 50 more now that the weights are set.';
+      return { ok: false, message: `Of your last 50 requests ${shown}: ${worst.name} is ${Math.round(worst.off)} points off its weight's share.${why}` };
     }
-    return { ok: true, message: `Of 50 requests ${shown}: the shares follow the weights ${weights.join(':')}.` };
+    return { ok: true, message: `Of your last 50 requests ${shown}: the shares follow the weights ${weights.join(':')}.` };
   },
 };
 

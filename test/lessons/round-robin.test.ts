@@ -52,7 +52,7 @@ async function sendAndSee(n: number): Promise<void> {
       wake();
     }
   });
-  const client = new ProbeClient({ baseUrl: lab.proxyUrl.replace(/\/$/, ''), connection: 'new' });
+  const client = new ProbeClient({ baseUrl: `http://127.0.0.1:${lab.proxyPort}`, connection: 'new' });
   try {
     for (let i = 0; i < n; i++) expect((await client.get('/api/', { timeoutMs: 10_000 })).status).toBe(200);
     // HAProxy reports requests through its log: wait for the events, not for a time.
@@ -101,20 +101,30 @@ describe(`lesson ${SLUG}`, () => {
       expect(done.ok, done.message).toBe(true);
     });
 
-    it('rotation-grew passes once web_dynamic is scaled to 5', async () => {
+    it('rotation-grew: scaled to 5, it passes once the next 5 requests reached 5 different replicas', async () => {
       await lab.lab.scale('web_dynamic', 5);
+      const before = await check('rotation-grew');
+      expect(before.ok, before.message).toBe(false);
+      expect(before.message).toMatch(/never reached/);
+      await sendAndSee(5);
       const r = await check('rotation-grew');
       expect(r.ok, r.message).toBe(true);
-      expect(r.message).toMatch(/exactly 2 on each of the 5 replicas/);
+      expect(r.message).toMatch(/reached 5 different replicas/);
     });
 
-    it('weighted-shares passes with weights 3:1:1 and fails again under least-connections', async () => {
+    it('weighted-shares: weights 3:1:1 and 50 requests pass; under least-connections 50 more fail it', async () => {
       expect((await api('/api/reset', { lesson: SLUG })).status).toBe(200);
       const [first] = lab.lab.status().services.find((s) => s.name === 'web_dynamic')!.instances;
       await lab.lab.setWeight(first.hostname, 3);
+      const none = await check('weighted-shares');
+      expect(none.ok, none.message).toBe(false);
+      expect(none.message).toMatch(/0 of 50 requests/);
+      await sendAndSee(50);
       const r = await check('weighted-shares');
       expect(r.ok, r.message).toBe(true);
+      expect(r.message).toMatch(/weight 3\): (2[6-9]|3[0-4]),/);
       await lab.lab.configure(['web_dynamic.algorithm=least-connections']);
+      await sendAndSee(50);
       const lc = await check('weighted-shares');
       expect(lc.ok, lc.message).toBe(false);
       expect(lc.message).toMatch(/least-connections does not follow weights/);
