@@ -1,5 +1,5 @@
 // Test fixture: a separate "lab" process that starts one web_dynamic replica with the given
-// runtime, prints `ready <host>:<port>`, and stays up until killed (SIGTERM: stops it first).
+// runtime, prints `ready <host>:<port> <pid or ->`, and stays up until killed (SIGTERM: stops it first).
 // Usage: node --import tsx runtime-owner.ts <process|docker> <stateDir> <sessionId> [<docker cache dir>]
 // (Docker: the base comes from LAB_DOCKER_BASE, as in the lab.)
 import { ProcessRuntime } from '../../process-runtime.ts';
@@ -11,7 +11,7 @@ const runtime =
     ? new DockerRuntime({ sessionId, stateDir, ...(cacheDir ? { cacheDir } : {}) })
     : new ProcessRuntime({ sessionId, stateDir });
 const handle = await runtime.start({ service: 'web_dynamic', hostname: `web_dynamic-${sessionId}` }, { onLog() {}, onExit() {} });
-process.stdout.write(`ready ${handle.host}:${handle.port}\n`);
+process.stdout.write(`ready ${handle.host}:${handle.port} ${handle.pid ?? '-'}\n`);
 process.once('SIGTERM', () => {
   void runtime.stopAll().then(() => process.exit(0));
 });
