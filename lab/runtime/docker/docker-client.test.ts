@@ -37,10 +37,23 @@ describe('connectDocker without Docker', () => {
     }
   });
 
-  it('names a refused tcp endpoint', async () => {
+  it('names a socket path that cannot exist', async () => {
     const err = (await connectDocker({ socketPath: '/dev/null/none.sock' }).catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(DockerUnavailableError);
     expect(err.message).toMatch(/^Docker is not reachable at \/dev\/null\/none\.sock \(connect E[A-Z]+\): start Docker/);
+  });
+
+  it('names a tcp:// DOCKER_HOST that refuses', async () => {
+    const saved = process.env.DOCKER_HOST;
+    process.env.DOCKER_HOST = 'tcp://127.0.0.1:1';
+    try {
+      await expect(connectDocker()).rejects.toThrow(
+        'Docker is not reachable at tcp://127.0.0.1:1 (connect ECONNREFUSED): start Docker, or run the lab in process mode with `npm start` (no --runtime docker).',
+      );
+    } finally {
+      if (saved === undefined) delete process.env.DOCKER_HOST;
+      else process.env.DOCKER_HOST = saved;
+    }
   });
 
   it('refuses a malformed DOCKER_HOST with a sentence', async () => {
