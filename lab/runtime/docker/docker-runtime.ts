@@ -386,6 +386,7 @@ export class DockerRuntime implements BackendRuntime {
         if (!ip) throw new Error(`Docker gave it no address on ${network.name}`);
       }
     } catch (err) {
+      if (ticket.cancelled) throw new Error(`${label} was stopped before it was ready.`);
       if ((err as Error).message?.startsWith(label)) throw err;
       throw sentence(err, `${label} could not be started`);
     }
