@@ -837,6 +837,10 @@ function isNotFound(err: unknown): boolean {
 /** An Error whose message is `<what>: <Docker's reason>.`, one line. */
 function sentence(err: unknown, what: string): Error {
   const e = err as { json?: { message?: string }; message?: string };
-  const why = (e?.json?.message ?? e?.message ?? String(err)).replace(/\s+/g, ' ').trim().replace(/[.:]+$/, '');
+  const why = (e?.json?.message ?? e?.message ?? String(err))
+    .replace(/\s+/g, ' ')
+    .trim()
+    .replace(/^\(HTTP code \d+\) [^-]*- /, '') // dockerode's prefix
+    .replace(/[.:]+$/, '');
   return new Error(`${what}: ${why}.`);
 }

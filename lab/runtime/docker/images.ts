@@ -228,8 +228,13 @@ export class ImageBuilder {
   }
 }
 
+/** One line, without dockerode's `(HTTP code 500) server error - ` prefix or a final period. */
 function oneLine(text: string): string {
-  return text.replace(/\s+/g, ' ').trim().replace(/[.:]+$/, '');
+  return text
+    .replace(/\s+/g, ' ')
+    .trim()
+    .replace(/^\(HTTP code \d+\) [^-]*- /, '')
+    .replace(/[.:]+$/, '');
 }
 
 async function imageExists(docker: Docker, name: string): Promise<boolean> {
