@@ -4,8 +4,11 @@
  * Process mode: embedded always; haproxy when the `haproxy` binary (2.6+) is on PATH; traefik when a
  * `traefik` v3 binary is on PATH.
  * Docker mode: embedded always; haproxy in a container (its image built from sandbox-images/haproxy
- * on first use, with build progress as `image:build` events); traefik through a local binary where
- * there is one (a Traefik container host is not built yet).
+ * on first use, with build progress as `image:build` events); traefik in a container
+ * (lab/runtime/docker/traefik-container.ts: LAB_TRAEFIK_IMAGE as it is, or an image built from
+ * sandbox-images/traefik FROM LAB_TRAEFIK_BASE or `traefik:v3.1`, progress as `image:build` events),
+ * listed as available when that image or its base is on this machine (no build, no pull to tell),
+ * else with the sentence naming the image and how to provide it.
  */
 import path from 'node:path';
 import type { EventBus } from '../lab/events.ts';
@@ -33,7 +36,7 @@ export function proxyAvailability(env: Pick<ProxyEnvironment, 'runtime' | 'docke
   return async () => {
     const [haproxy, traefik] = await Promise.all([
       env.docker ? Promise.resolve({ ok: true as const, version: 'HAProxy in a container (image from sandbox-images/haproxy)' }) : HaproxyDriver.available(),
-      TraefikDriver.available(),
+      env.docker ? import('../lab/runtime/docker/traefik-container.ts').then((m) => m.traefikImageAvailability(env.docker!)) : TraefikDriver.available(),
     ]);
     return [
       { name: 'embedded', available: true, version: `Node ${process.version}` },
@@ -68,8 +71,43 @@ export function proxyFactory(env: ProxyEnvironment): ProxyFactory {
       if (!available.ok) throw new LabError(available.reason, 'conflict');
       return new HaproxyDriver({ bus: env.bus, workDir: workDir('haproxy') });
     }
+    if (env.docker) {
+      // Docker mode: Traefik runs in a container (host network, work dir bind-mounted); the image is
+      // found or built here, so a missing one is refused before the running engine is stopped.
+      const host = await traefikContainerHost(env, env.docker);
+      const found = await host.version();
+      if (!found.ok) throw new LabError(found.reason, 'conflict');
+      return new TraefikDriver({ bus: env.bus, workDir: workDir('traefik'), host });
+    }
     const available = await TraefikDriver.available();
     if (!available.ok) throw new LabError(available.reason, 'conflict');
     return new TraefikDriver({ bus: env.bus, workDir: workDir('traefik') });
   };
+}
+
+/** The Traefik container host of this lab (its image built on first use, progress as `image:build` events). */
+async function traefikContainerHost(env: ProxyEnvironment, docker: Docker) {
+  const { TraefikContainerHost } = await import('../lab/runtime/docker/traefik-container.ts');
+  return new TraefikContainerHost({
+    docker,
+    sessionId: env.sessionId,
+    cacheDir: path.join(env.stateDir, 'docker-cache'),
+    onProgress: (e) => env.bus.emit('image:build', e),
+  });
+}
+
+/**
+ * Removes the proxies an earlier lab run left behind (killed before it could stop them): local
+ * HAProxy and Traefik processes whose state files are in `env.stateDir`, and in Docker mode the
+ * HAProxy containers whose work directory was there and the Traefik containers of ended labs
+ * (a lab that still runs keeps its own). Resolves with how many were removed.
+ */
+export async function sweepProxies(env: ProxyEnvironment): Promise<number> {
+  let n = (await HaproxyDriver.sweep(env.stateDir)) + (await TraefikDriver.sweep(env.stateDir));
+  if (env.docker) {
+    const { sweepProxyContainers } = await import('../lab/runtime/docker/proxy-container.ts');
+    n += await sweepProxyContainers(env.docker, { sessionId: env.sessionId, engine: 'haproxy', parentDir: env.stateDir });
+    n += await TraefikDriver.sweep(env.stateDir, await traefikContainerHost(env, env.docker));
+  }
+  return n;
 }

@@ -261,20 +261,22 @@ export class TraefikDriver implements ProxyDriver {
 
   /**
    * Stops Traefiks an earlier lab run left behind (it crashed or was killed before stop()): every
-   * `<parentDir>/<dir>` whose state file names a Traefik still running is swept by `host`.
-   * Resolves with how many were stopped.
+   * `<parentDir>/<dir>` whose Traefik still runs is swept by `host` (sweepWorkDir), then `host`
+   * removes what its kind left anywhere when it can (sweepLeftovers: a container host's Traefik
+   * containers of ended labs). Resolves with how many were stopped or removed.
    * @param parentDir the directory holding the drivers' work directories (e.g. the lab's state directory).
+   * @param host where Traefik ran: the local binary (default), or lab/runtime/docker/traefik-container.ts's TraefikContainerHost.
    */
   static async sweep(parentDir: string, host: TraefikHost = new ProcessTraefikHost()): Promise<number> {
-    let dirs: string[];
+    let dirs: string[] = [];
     try {
       dirs = fs.readdirSync(parentDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => path.join(parentDir, d.name));
     } catch {
-      return 0;
+      // no state directory yet: nothing of ours in it
     }
     let n = 0;
     for (const dir of dirs) if (await host.sweepWorkDir(dir)) n++;
-    return n;
+    return n + ((await host.sweepLeftovers?.()) ?? 0);
   }
 
   /** The port Traefik listens on for the lab's entrypoint, or null when stopped. */
