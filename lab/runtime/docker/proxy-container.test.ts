@@ -3,8 +3,9 @@
  * `test`) standing in for a proxy binary: what HAProxy and Traefik in containers share. Short-lived
  * runs (exit code, both streams, the work directory at its own path, written as the lab's uid),
  * a long-lived container (lines, exec, SIGTERM handled, SIGTERM ignored -> SIGKILL, killed from
- * outside, removal), a start that fails, and the sweeps (leftovers of ended labs go, a running
- * lab's and the other engine's stay). No container of this file is left (asserted).
+ * outside or crashed: removed all the same), a start that fails, and the sweeps (leftovers of
+ * ended labs go, a running lab's and the other engine's stay). No container of this file is left
+ * (asserted).
  *
  * Skipped, saying why, when Docker is not reachable or the base image is missing.
  */
@@ -109,14 +110,19 @@ describe.skipIf(!docker || !hasImage)('ProxyContainers on a real engine', () => 
     expect(await ours()).toEqual([]);
   });
 
-  it('killed from outside: exited says how; stop() then only removes it', async () => {
+  it('killed from outside or crashed: exited says how, after its last line, and its container is gone; stop() then has nothing left to do', async () => {
     const workDir = fs.mkdtempSync(path.join(root, 'w-'));
     const c = await shell().start({ workDir, args: ['exec sleep 600'], onLine: () => {} });
     started.push(c);
     await d.getContainer(c.id).kill({ signal: 'SIGKILL' });
     expect(await c.exited).toEqual({ code: null, signal: 'SIGKILL' });
-    expect((await ours()).length).toBe(1);
+    expect(await ours()).toEqual([]);
     await c.stop(3000);
+    const lines: string[] = [];
+    const crashed = await shell().start({ workDir, args: ['echo dying; exit 2'], onLine: (l) => lines.push(l) });
+    started.push(crashed);
+    expect(await crashed.exited).toEqual({ code: 2, signal: null });
+    expect(lines).toEqual(['dying']);
     expect(await ours()).toEqual([]);
   });
 

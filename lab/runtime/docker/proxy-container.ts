@@ -16,8 +16,8 @@
  *   ownerLabel(): sweeps leave a running lab's containers alone); name
  *   `balancer-lab-<engine>-<session>-<8 hex of the work dir>`.
  * - logs followed line by line (stdout and stderr demultiplexed), an `exited` promise that resolves
- *   once the container stopped AND its last lines were delivered, `stop(graceMs)` = SIGTERM, SIGKILL
- *   after the grace period, then removal.
+ *   once the container stopped, its last lines were delivered and it was removed (a proxy that dies
+ *   leaves no container), `stop(graceMs)` = SIGTERM, SIGKILL after the grace period, then removal.
  * - short-lived "run to its end" containers (`haproxy -c`, `haproxy -v`, `traefik version`) of the
  *   same image, user and mount, removed afterwards, named `balancer-lab-<engine>-run-<session>-<8 hex>`.
  *
@@ -81,7 +81,10 @@ export interface ProxyContainer {
   readonly id: string;
   /** The host pid of its PID 1 when the engine runs on this kernel, else null (a remote engine). */
   readonly hostPid: number | null;
-  /** Resolves once the container has stopped and its last log lines were delivered (never rejects). */
+  /**
+   * Resolves once the container has stopped, its last log lines were delivered and it was removed
+   * (whether stop() ended it or it crashed or was killed from outside). Never rejects.
+   */
   readonly exited: Promise<ContainerExit>;
   /** Sends `signal` (a name such as `SIGUSR2`) to its PID 1; a container that is gone or stopped is not an error. */
   signal(signal: string): Promise<void>;
@@ -360,6 +363,9 @@ export class ProxyContainers {
         // Its last lines explain a failed start: deliver them before saying it exited.
         if (follower) await Promise.race([follower.ended, delay(2000)]);
         follower?.stop();
+        // A proxy that ended, asked to or not (crashed, killed from outside), leaves no container:
+        // a driver that only notes the unexpected exit must not leave one behind.
+        await c.remove({ force: true }).catch(() => undefined);
         return exitOf(code);
       });
     const kill = (signal: string) => c.kill({ signal }).catch(ignoreGone);
