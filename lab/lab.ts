@@ -75,6 +75,8 @@ interface Replica {
   startedAt: number;
   /** Set when its process died unexpectedly: settles once the lab has handled it. */
   crash?: Promise<void>;
+  /** Started outside the lab and adopted (BackendRuntime.discover): its exit is a departure, not a crash. */
+  adopted?: boolean;
 }
 
 /** A fault as the API and CLI take it: a Fault, or `crash` (the process dies). */
@@ -177,6 +179,7 @@ export class Lab {
       fault: 'healthy',
       healthy: null,
       startedAt: handle.readyAt,
+      adopted: true,
     };
     this.#replicas.set(handle.hostname, replica);
     void this.#enqueue(async () => {
@@ -817,8 +820,14 @@ export class Lab {
       ...this.#topology,
       services: { ...this.#topology.services, [replica.service]: { ...spec, replicas: Math.max(0, (spec?.replicas ?? 1) - 1) } },
     };
-    this.#log(`${replica.hostname} crashed (${reason})`);
-    this.#o.bus.emit('replica:crashed', { ...this.#event(replica), reason });
+    if (replica.adopted) {
+      // Compose scaled it down or someone ran `docker stop`: it was never the lab's to keep.
+      this.#log(`${replica.hostname} stopped outside the lab (${reason}); it leaves the pool`);
+      this.#o.bus.emit('replica:stopped', { ...this.#event(replica), reason: `stopped outside the lab (${reason})` });
+    } else {
+      this.#log(`${replica.hostname} crashed (${reason})`);
+      this.#o.bus.emit('replica:crashed', { ...this.#event(replica), reason });
+    }
     await this.#applyProxy().catch(() => undefined);
     this.#changed(`crash ${replica.hostname}`);
   }

@@ -37,6 +37,10 @@ export interface LabConfig {
   topology?: Topology;
   /** Where replicas run: `process` (default) or `docker` (containers; needs a reachable Docker engine). */
   runtime?: RuntimeName;
+  /** Docker mode: join this existing network (Compose's `<project>_lab`) instead of creating one. */
+  dockerNetwork?: string;
+  /** Docker mode: adopt the demo containers of this Compose project, e.g. after `docker compose up --scale web_dynamic=5`. */
+  composeProject?: string;
   /** Called once the lab server listens, before replicas start (Docker mode may build images first). */
   onListening?: (url: string) => void;
   /** Called for every Docker image build line (Docker mode), e.g. to print progress in the terminal. */
@@ -73,7 +77,13 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   if (config.onImageBuild) bus.on('image:build', config.onImageBuild);
   // Docker mode pings the engine here: a missing Docker is one sentence before anything starts.
   const runtimeName = config.runtime ?? 'process';
-  const { runtime, docker } = await createRuntime(runtimeName, { bus, sessionId, stateDir: config.stateDir });
+  const { runtime, docker } = await createRuntime(runtimeName, {
+    bus,
+    sessionId,
+    stateDir: config.stateDir,
+    ...(config.dockerNetwork ? { dockerNetwork: config.dockerNetwork } : {}),
+    ...(config.composeProject ? { composeProject: config.composeProject } : {}),
+  });
   const proxy = new EmbeddedProxy({ bus });
   const lessons = loadLessons();
   const lab = new Lab({

@@ -64,6 +64,9 @@ function printImageBuild(e: ImageBuildProgressed): void {
 const runtime = opts.runtime ?? envRuntime();
 const config = {
   runtime,
+  // Set by docker-compose.yml when the lab runs in a container next to Compose's replicas.
+  dockerNetwork: process.env.LAB_DOCKER_NETWORK || undefined,
+  composeProject: process.env.LAB_COMPOSE_PROJECT || undefined,
   onImageBuild: printImageBuild,
   onListening: (url: string) => {
     if (runtime === 'docker') console.log(`Lab server up (images may take a few minutes to build; the page shows the progress): ${url}`);

@@ -16,6 +16,10 @@ export interface RuntimeOptions {
   bus: EventBus;
   sessionId: string;
   stateDir: string;
+  /** Docker mode: join this network instead of creating one (Compose's `<project>_lab` when the lab runs in a container). */
+  dockerNetwork?: string;
+  /** Docker mode: adopt this Compose project's demo containers (`docker compose up --scale ...`). */
+  composeProject?: string;
 }
 
 /**
@@ -38,6 +42,8 @@ export async function createRuntime(name: RuntimeName, o: RuntimeOptions): Promi
     stateDir: o.stateDir,
     connectionReports: true,
     onImageProgress: (e) => o.bus.emit('image:build', e),
+    ...(o.dockerNetwork ? { network: o.dockerNetwork } : {}),
+    ...(o.composeProject ? { composeProject: o.composeProject } : {}),
   });
   return { runtime, docker };
 }

@@ -88,6 +88,12 @@ export interface DockerRuntimeOptions {
    * the same address (ReplicaSpec.port) is refused with a sentence saying so.
    */
   network?: string;
+  /**
+   * A Docker Compose project whose demo-service containers this lab adopts (discover()): those
+   * labelled `com.docker.compose.project=<it>` and `com.docker.compose.service=<a lab service>`
+   * that the lab did not start, e.g. after `docker compose up --scale web_dynamic=5`. Absent = none.
+   */
+  composeProject?: string;
 }
 
 /** Readiness line of each kind of backend, and what it says about the implementation. */
@@ -142,6 +148,8 @@ interface Replica {
   /** start() resolved: only then is an exit reported through onExit (as ProcessRuntime does). */
   ready: boolean;
   faultSeq: number;
+  /** Started by someone else (Compose) and adopted by discover(): stopAll() leaves its container alone. */
+  adopted: boolean;
 }
 
 /** The network this runtime's replicas share. */
@@ -177,6 +185,8 @@ export class DockerRuntime implements BackendRuntime {
   readonly #pendingIps = new Set<string>();
   /** The last address of each hostname that is not running: a restart (ReplicaSpec.port) gets it back; oldest first. */
   readonly #lastIp = new Map<string, string>();
+  /** Stops discover()'s event stream, while it runs. */
+  #stopDiscovery: (() => void) | null = null;
 
   /** @throws Error when sessionId is not `[A-Za-z0-9_-]{1,64}`. */
   constructor(opts: DockerRuntimeOptions) {
@@ -411,6 +421,7 @@ export class DockerRuntime implements BackendRuntime {
       exited: false,
       ready: false,
       faultSeq: 0,
+      adopted: false,
     };
     this.#replicas.set(spec.hostname, replica);
     this.#lastIp.delete(spec.hostname);
@@ -512,7 +523,8 @@ export class DockerRuntime implements BackendRuntime {
       this.#replicas.delete(replica.spec.hostname);
       this.#lastIp.set(replica.spec.hostname, replica.ip);
     }
-    await replica.container.remove({ force: true }).catch(() => {});
+    // An adopted container that stopped by itself (compose scale, docker stop) stays Compose's.
+    if (!replica.adopted || replica.stopRequested) await replica.container.remove({ force: true }).catch(() => {});
   }
 
   /**
@@ -549,6 +561,12 @@ export class DockerRuntime implements BackendRuntime {
   async stopAll(): Promise<void> {
     for (const ticket of this.#starting.values()) ticket.cancelled = true;
     const starting = [...this.#starting.values()].map((t) => t.container?.remove({ force: true }).catch(() => {}));
+    this.#stopDiscovery?.();
+    // What the lab created goes; what it adopted from Compose stays Compose's (only its log stream is closed).
+    for (const r of [...this.#replicas.values()].filter((r) => r.adopted)) {
+      r.follower?.stop();
+      this.#replicas.delete(r.spec.hostname);
+    }
     await Promise.all([...this.#replicas.keys()].map((h) => this.stop(h)));
     await Promise.all(starting);
     if (!this.#network || !this.#docker) return;
@@ -577,6 +595,118 @@ export class DockerRuntime implements BackendRuntime {
     const replica = this.#replicas.get(hostname);
     if (!replica) throw new Error(`No running replica is named ${hostname}.`);
     await this.#terminate(replica, 'SIGKILL', 0);
+  }
+
+  /**
+   * Adopts the containers of `composeProject` (see DockerRuntimeOptions) that run a lab service and
+   * that the lab did not start: those running now, and each one Docker reports started later
+   * (its events API, filtered by the project label). A found container becomes a replica once its
+   * `GET /health` answers 200 (within readyTimeoutMs): hostname = its Hostname (Compose leaves the
+   * container's short id, as in the write-ups), host = its address (on `network` when it is on it),
+   * port 8080. `onFound` returns its hooks (logs from then on, its exit), or null to skip it.
+   * Without composeProject, nothing is ever found. Returns a function that stops watching.
+   */
+  discover(onFound: (handle: ReplicaHandle) => ReplicaHooks | null): () => void {
+    const project = this.#opts.composeProject;
+    if (!project) return () => {};
+    let stopped = false;
+    let events: NodeJS.ReadableStream | null = null;
+    const seen = new Set<string>();
+    const consider = (id: string) => {
+      if (stopped || seen.has(id)) return;
+      seen.add(id);
+      void this.#adopt(id, onFound, () => stopped).catch(() => seen.delete(id));
+    };
+    void (async () => {
+      const docker = await this.#client();
+      const labels = [`com.docker.compose.project=${project}`];
+      // Subscribe first, then list: a container started in between is seen by one or the other.
+      const stream = (await docker.getEvents({ filters: { type: ['container'], event: ['start'], label: labels } })) as NodeJS.ReadableStream;
+      if (stopped) return (stream as unknown as { destroy?: () => void }).destroy?.();
+      events = stream;
+      let buffered = '';
+      stream.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('utf8');
+        let nl: number;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, nl).trim();
+          buffered = buffered.slice(nl + 1);
+          if (!line) continue;
+          try {
+            const e = JSON.parse(line) as { id?: string; Actor?: { ID?: string } };
+            const id = e.Actor?.ID ?? e.id;
+            if (id) consider(id);
+          } catch {
+            // not an event line: ignore
+          }
+        }
+      });
+      stream.on('error', () => {});
+      for (const c of await docker.listContainers({ filters: { label: labels, status: ['running'] } })) consider(c.Id);
+    })().catch(() => {});
+    const stop = () => {
+      stopped = true;
+      (events as unknown as { destroy?: () => void } | null)?.destroy?.();
+      if (this.#stopDiscovery === stop) this.#stopDiscovery = null;
+    };
+    this.#stopDiscovery = stop;
+    return stop;
+  }
+
+  /** One container discover() found: checked, probed, registered, and handed to onFound. */
+  async #adopt(id: string, onFound: (handle: ReplicaHandle) => ReplicaHooks | null, stopped: () => boolean): Promise<void> {
+    const docker = await this.#client();
+    const container = docker.getContainer(id);
+    const info = await container.inspect();
+    const labels = info.Config.Labels ?? {};
+    const service = labels['com.docker.compose.service'] as ServiceName;
+    // The lab's own containers carry Compose's labels too: they are not found, they are known.
+    if (labels[LABEL_SESSION] || !(SERVICE_NAMES as readonly string[]).includes(service) || labels['com.docker.compose.oneoff'] === 'True') return;
+    const networks = info.NetworkSettings.Networks ?? {};
+    const ip = (this.#opts.network && networks[this.#opts.network]?.IPAddress) || Object.values(networks).find((n) => n.IPAddress)?.IPAddress;
+    if (!ip) throw new Error(`Container ${id.slice(0, 12)} has no address the lab can reach.`);
+    const hostname = info.Config.Hostname || id.slice(0, 12);
+    if (this.#replicas.has(hostname)) return;
+    let resolveGone!: () => void;
+    const replica: Replica = {
+      spec: { service, hostname },
+      hooks: { onLog: () => {}, onExit: () => {} },
+      name: info.Name.replace(/^\//, ''),
+      container,
+      containerId: id.slice(0, 12),
+      ip,
+      stopRequested: false,
+      gone: new Promise<void>((r) => (resolveGone = r)),
+      follower: null,
+      waiters: new Set(),
+      tail: [],
+      exited: false,
+      ready: false,
+      faultSeq: 0,
+      adopted: true,
+    };
+    let exited = false;
+    const waited = container.wait().then((r: { StatusCode?: number }) => r.StatusCode ?? null, () => null);
+    void waited.then(() => (exited = true));
+    await this.#probeHealth(replica, Date.now() + this.#readyTimeoutMs, () => exited || stopped());
+    if (stopped() || this.#replicas.has(hostname)) return;
+    const hooks = onFound({ service, hostname, host: ip, port: CONTAINER_PORT, pid: null, readyAt: Date.now(), containerId: replica.containerId });
+    if (!hooks) return;
+    replica.hooks = hooks;
+    replica.ready = true;
+    this.#replicas.set(hostname, replica);
+    replica.follower = await followLogs(container, (stream, text) => this.#onLine(replica, stream, text), { since: Math.floor(Date.now() / 1000) }).catch(() => null);
+    void waited.then(async (code) => {
+      replica.exited = true;
+      if (replica.follower) await Promise.race([replica.follower.ended, delay(2000)]);
+      replica.follower?.stop();
+      await this.#forget(replica);
+      try {
+        if (!stopped()) hooks.onExit({ ...exitOf(code), expected: replica.stopRequested });
+      } finally {
+        resolveGone();
+      }
+    });
   }
 
   /**
