@@ -599,6 +599,8 @@ export class Lab {
         driver: this.#proxy.name,
         capabilities: { ...this.#proxy.capabilities },
         statsUrl: this.#proxy.statsUrl ?? null,
+        statsCredentials: this.#proxy.statsCredentials ?? null,
+        pingUrl: this.#proxy.pingUrl ?? null,
         port: this.#proxyPort,
         url: `http://${host}:${this.#proxyPort}/`,
       },

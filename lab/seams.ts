@@ -281,8 +281,12 @@ export interface ProxyDriver {
    * allow-listed command and resolves with the proxy's answer; rejects with a sentence otherwise.
    */
   runtimeCommand?(command: string): Promise<string>;
-  /** URL of the proxy's own status page (HAProxy stats), or null. */
+  /** URL of the proxy's own status page (HAProxy stats, Traefik's dashboard), or null. */
   readonly statsUrl?: string | null;
+  /** The status page's basic-auth login where it has one (Traefik's dashboard), or null. */
+  readonly statsCredentials?: { user: string; password: string } | null;
+  /** URL of the proxy's own health endpoint (Traefik's `/ping`), or null. */
+  readonly pingUrl?: string | null;
   /**
    * Resolves true once no request is in flight to `server` (a server set to `drain` by apply()),
    * or false after `timeoutMs`.

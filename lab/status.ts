@@ -59,8 +59,12 @@ export interface LabStatus {
   proxy: {
     driver: DriverName;
     capabilities: ProxyCapabilities;
-    /** The proxy's own status page (HAProxy stats), or null. */
+    /** The proxy's own status page (HAProxy stats, Traefik's dashboard), or null. */
     statsUrl: string | null;
+    /** Basic-auth login of that page where it needs one (Traefik's dashboard), or null. */
+    statsCredentials: { user: string; password: string } | null;
+    /** The proxy's own health endpoint (Traefik's `/ping`), or null. */
+    pingUrl: string | null;
     /** Port the proxy listens on (127.0.0.1). The page builds its URL from its own hostname + this port. */
     port: number;
     /** e.g. http://localhost:8080/ */

@@ -57,14 +57,19 @@ test('steps: Next/Back by keyboard, progress across a reload, deep link, one ste
   // ...and a heading's own id works as well.
   await tab.goto(`${lab.origin}/lessons/round-robin#kill-a-replica`);
   await expect(tab.getByTestId('step-where')).toHaveText('Step 8 of 11: Kill a replica');
+  // ...and so does the path form /lessons/<slug>/step/<n> (the server's SPA fallback serves it).
+  await tab.goto(`${lab.origin}/lessons/round-robin/step/4`);
+  await expect(tab.getByTestId('step-where')).toHaveText('Step 4 of 11: How round-robin works');
+  await expect(tab).toHaveURL(/\/lessons\/round-robin#step-4$/);
   await tab.close();
 
-  // One step at a time: only the current step's text and widgets show (the step the other tab left: 8).
+  // One step at a time: only the current step's text and widgets show (the step the other tab left: 4).
   await page.goto(`${lab.origin}/lessons/round-robin`);
   await page.getByTestId('step-one-at-a-time').check();
   await expect(page.getByTestId('lesson')).toHaveAttribute('data-view', 'one-step');
   const currentStep = Number(await page.getByTestId('step-nav').getAttribute('data-current'));
-  expect(currentStep).toBe(8);
+  expect(currentStep).toBe(4);
+  await page.getByTestId('step-nav').locator('[data-testid=step-link][data-step="8"]').click();
   await expect(page.getByRole('heading', { level: 2, name: /Kill a replica/ })).toBeVisible();
   await expect(page.getByRole('heading', { level: 2, name: /Weights and least-connections/ })).toBeHidden();
   await expect(page.locator('[data-testid=predict-burst]')).toBeHidden();

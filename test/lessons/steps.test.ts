@@ -1,0 +1,43 @@
+/**
+ * The step structure of the lessons (what the shell splits on, see web/src/lib/steps.ts): every
+ * `##` heading is a step; every check a lesson places (`<StepCheck id>` or `<CheckButton id>`) is
+ * listed in its front matter `checks:`, and every listed check is placed in a step; StepCheck's
+ * `on` is one of its triggers. Lessons 01-06 carry no hand-written step numbers (the shell numbers
+ * the steps; a number in a heading would disagree with it).
+ */
+import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { LESSONS_DIR, loadLessons } from '../../server/lessons.ts';
+
+const lessons = loadLessons();
+
+function body(slug: string): string {
+  const text = readFileSync(path.join(LESSONS_DIR, slug, 'index.md'), 'utf8');
+  return text.replace(/^---\r?\n[\s\S]*?\r?\n---/, '');
+}
+
+describe.each(lessons.map((l) => [l.slug, l] as const))('lesson %s', (slug, lesson) => {
+  const md = body(slug);
+  const headings = [...md.matchAll(/^## (.+)$/gm)].map((m) => m[1]);
+  const placed = [...md.matchAll(/<(?:StepCheck|CheckButton)\b[^>]*\bid="([^"]+)"/g)].map((m) => m[1]);
+
+  it('has steps: at least three ## headings', () => {
+    expect(headings.length, headings.join(' | ')).toBeGreaterThanOrEqual(3);
+  });
+
+  it('places exactly the checks its front matter lists, each once', () => {
+    expect([...placed].sort()).toEqual([...lesson.checks].sort());
+  });
+
+  it('gives every StepCheck a known trigger', () => {
+    for (const m of md.matchAll(/<StepCheck\b[^>]*\bon="([^"]+)"/g)) expect(['status', 'requests', 'manual']).toContain(m[1]);
+  });
+
+  if (/^0[1-6]-/.test(slug)) {
+    it('numbers no heading itself (the shell numbers the steps)', () => {
+      expect(headings.filter((h) => /^step\s+\d/i.test(h))).toEqual([]);
+      expect(md).not.toMatch(/\bStep \d\b/);
+    });
+  }
+});
