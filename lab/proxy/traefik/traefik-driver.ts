@@ -299,6 +299,11 @@ export class TraefikDriver implements ProxyDriver {
     return { user: this.#user, password: this.#password };
   }
 
+  /** The dashboard's login while Traefik runs (ProxyDriver.statsCredentials), else null. */
+  get statsCredentials(): { user: string; password: string } | null {
+    return this.#running ? this.dashboardCredentials : null;
+  }
+
   /** Absolute path of the dynamic configuration file the file provider watches. */
   get dynamicPath(): string {
     return path.join(this.#dynamicDir, DYNAMIC_FILE);
