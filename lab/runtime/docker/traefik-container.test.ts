@@ -152,6 +152,12 @@ describe.skipIf(!docker)('Traefik in a container, without Traefik: what this mac
     expect(v.ok).toBe(false);
     expect(!v.ok && v.reason).toMatch(new RegExp(`^traefik version could not run in a container of ${BASE} \\(.*traefik.*\\); use an image with a traefik v3 binary on PATH\\.$`));
     expect(await ours()).toEqual([]);
+    // start() (which the driver reaches only after version() said ok) runs `traefik`, not the image's own command.
+    const workDir = fs.mkdtempSync(path.join(root, 'w-'));
+    await expect(host({ image: BASE }).start({ workDir, configFile: path.join(workDir, 'traefik.yml'), onLine: () => {} })).rejects.toThrow(
+      new RegExp(`^Could not start Traefik in a container of ${BASE}: .*"traefik": executable file not found`),
+    );
+    expect(await ours()).toEqual([]);
     // The cheap check of the engine list only looks for the image: it is there.
     expect(await traefikImageAvailability(d, { LAB_TRAEFIK_IMAGE: BASE })).toEqual({ ok: true, version: `in a container of ${BASE}` });
   });
