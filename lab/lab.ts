@@ -264,26 +264,39 @@ export class Lab {
     const next = topology ? Topology.parse(topology) : defaultTopology();
     return this.#enqueue(async () => {
       this.#log(lesson ? `reset to the start of lesson ${lesson}` : 'reset');
-      const all = [...this.#replicas.values()];
-      for (const r of all) r.state = 'stopping';
-      // One pool update takes them all out, then every process is killed at once.
-      await this.#applyProxy();
-      await Promise.all(
-        all.map(async (r) => {
-          await this.#o.runtime.stop(r.hostname, { signal: 'SIGKILL' });
-          this.#replicas.delete(r.hostname);
-          this.#o.bus.emit('replica:stopped', { ...this.#event(r), reason: 'reset' });
-        }),
-      );
-      // A reset starts from fresh VIPs (no connection pinned from before).
-      await this.#stopVips();
+      const old = [...this.#replicas.values()];
+      // Out of the books at once: their slots are free for the new replicas, and the next pool
+      // update leaves them out.
+      for (const r of old) {
+        r.state = 'stopping';
+        this.#replicas.delete(r.hostname);
+      }
       next.proxy.driver = this.#proxy.name;
-      this.#topology = next;
       this.#lesson = lesson;
       this.#lastRedeploy = null;
       this.#requestsTotal = 0;
-      await this.#applyProxy();
-      await this.#converge('reset');
+      // Starting processes is most of a reset's time: the new replicas start while the proxy
+      // empties its pools, the old processes are killed and the proxy takes the new settings
+      // (fresh VIPs: no connection pinned from before). They join the pool together, once all
+      // are ready. Emptying the pools first, under the old settings, then applying the new ones
+      // is what makes HAProxy reload with a VIP written in haproxy.cfg rather than `add server`
+      // it (a server added live gets no keep-alive reuse in HAProxy 2.6: docs/ARCHITECTURE.md).
+      const spawning = this.#spawnAll(next);
+      const clearing = (async () => {
+        await this.#applyProxy();
+        await Promise.all(
+          old.map(async (r) => {
+            await this.#o.runtime.stop(r.hostname, { signal: 'SIGKILL' });
+            this.#o.bus.emit('replica:stopped', { ...this.#event(r), reason: 'reset' });
+          }),
+        );
+        await this.#stopVips();
+        this.#topology = next;
+        await this.#applyProxy();
+      })();
+      const [spawned, cleared] = await Promise.allSettled([spawning, clearing]);
+      await this.#joinAll(spawned.status === 'fulfilled' ? spawned.value : [], 'reset');
+      if (cleared.status === 'rejected') throw cleared.reason;
       return this.status();
     });
   }
@@ -685,7 +698,7 @@ export class Lab {
 
   /** Starts or stops replicas until each service has its desired count. */
   async #converge(cause: string): Promise<void> {
-    const starts: Promise<void>[] = [];
+    const starts: Promise<unknown>[] = [];
     const stops: Replica[] = [];
     for (const name of SERVICE_NAMES) {
       const desired = this.#topology.services[name]?.replicas ?? 0;
@@ -714,7 +727,39 @@ export class Lab {
     return slot;
   }
 
-  async #startReplica(service: ServiceName): Promise<void> {
+  /** Starts every replica `topology` wants beyond those the lab has, all at once, without putting them in the pool (see #joinAll). */
+  #spawnAll(topology: Topology): Promise<Array<PromiseSettledResult<Replica | null>>> {
+    const starts: Promise<Replica | null>[] = [];
+    for (const name of SERVICE_NAMES) {
+      const desired = topology.services[name]?.replicas ?? 0;
+      for (let i = this.#ofService(name).length; i < desired; i++) starts.push(this.#startReplica(name, false, topology));
+    }
+    return Promise.allSettled(starts);
+  }
+
+  /**
+   * Puts the replicas #spawnAll started in the pool with ONE proxy update (each may be an HAProxy
+   * reload) and announces them. Throws a LabError when some failed to start.
+   */
+  async #joinAll(results: Array<PromiseSettledResult<Replica | null>>, cause: string): Promise<void> {
+    const ready = results.flatMap((r) => (r.status === 'fulfilled' && r.value ? [r.value] : []));
+    for (const r of ready) this.#joinPool(r);
+    if (ready.length) await this.#applyProxy();
+    for (const r of ready) this.#o.bus.emit('replica:started', this.#event(r));
+    this.#changed(cause);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length) {
+      throw new LabError(`${failed.length} replica(s) failed to start: ${String(failed[0].reason?.message ?? failed[0].reason)}`, 'failed');
+    }
+  }
+
+  /**
+   * Starts one replica; resolves when it is ready. With `join` (the default) it then joins the
+   * pool (one proxy update) and is announced; without, the caller does both (see #spawnAll, #joinAll).
+   * Resolves with the replica, or null when it was removed while starting. `topology` gives its
+   * environment (default: the lab's current one; a reset starts replicas of the next one).
+   */
+  async #startReplica(service: ServiceName, join = true, topology: Topology = this.#topology): Promise<Replica | null> {
     const slot = this.#nextSlot(service);
     const hostname = `${service}-${slot}-${randomBytes(2).toString('hex')}`;
     const replica: Replica = {
@@ -732,15 +777,17 @@ export class Lab {
     this.#replicas.set(hostname, replica);
     this.#changed(`starting ${hostname}`);
     try {
-      replica.handle = await this.#o.runtime.start({ service, hostname, ...this.#envOf(service) }, this.#hooks(replica));
+      replica.handle = await this.#o.runtime.start({ service, hostname, ...this.#envOf(service, topology) }, this.#hooks(replica));
     } catch (err) {
       this.#replicas.delete(hostname);
       throw err;
     }
-    if (replica.state !== 'starting') return; // removed while starting
+    if (replica.state !== 'starting') return null; // removed while starting
+    if (!join) return replica;
     this.#joinPool(replica);
     await this.#applyProxy();
     this.#o.bus.emit('replica:started', this.#event(replica));
+    return replica;
   }
 
   #hooks(replica: Replica) {
@@ -872,8 +919,8 @@ export class Lab {
   }
 
   /** Extra environment of a service's new replicas: its keep-alive timeout when the topology sets one. */
-  #envOf(service: ServiceName): { env?: Record<string, string> } {
-    const ms = this.#topology.services[service] ? balancerOf(this.#topology, service).backendKeepAlive : undefined;
+  #envOf(service: ServiceName, topology: Topology = this.#topology): { env?: Record<string, string> } {
+    const ms = topology.services[service] ? balancerOf(topology, service).backendKeepAlive : undefined;
     return ms === undefined ? {} : { env: { KEEPALIVE_TIMEOUT_MS: String(ms) } };
   }
 

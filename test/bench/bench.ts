@@ -8,6 +8,15 @@
  * `pageFlood`: the lesson page open in Chromium (launched as playwright.config.ts launches it)
  * while 2,000 requests arrive over 10 s from Node: the frame gaps the page saw (p99, max) beside
  * their goal, and whether its counts ended equal to the server's.
+ *
+ * `classroomFanOut`: 30 socket.io clients on the watch-only token (a class) while 500 req/s go
+ * through the proxy for 10 s: the delivery lag of every request event to every client (from the
+ * proxy finishing the request to the client receiving its batch; p50/p99/max, ms), whether every
+ * client's totals ended equal to the server's, and the lab server's resident memory (before, peak).
+ * The clients and the load generator run in this process, so their own CPU use is in the lag.
+ *
+ * `resetMs`: `POST /api/reset` (default topology, process mode) five times per engine: kill every
+ * replica, start the new ones, wait until they are ready and in the pool.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -22,9 +31,20 @@ import type { LabStatus } from '../../lab/status.ts';
 import { chromium } from 'playwright-core';
 import playwrightConfig from '../../playwright.config.ts';
 import { pacedFlood, stopFrames, watchFrames } from '../e2e/page-flood.ts';
+import { io as ioClient, type Socket } from 'socket.io-client';
+import type { EventBatch } from '../../server/protocol.ts';
 
 /** The page's budget under the flood: p99 gap between two frames (ms). */
 const PAGE_FRAME_GAP_P99_GOAL_MS = 50;
+/** A reset (process mode) back to web_static x3, web_dynamic x3, ready (ms, median of 5). */
+const RESET_GOAL_MS = 500;
+/** 30 watching clients at 500 req/s: p99 from a request's end to its event at a client (ms). */
+const FANOUT_LAG_P99_GOAL_MS = 400;
+/** ...and how much the lab server's resident memory may grow meanwhile (MB). */
+const FANOUT_RSS_GROWTH_GOAL_MB = 150;
+const FANOUT_CLIENTS = 30;
+const FANOUT_RATE = 500;
+const FANOUT_SECONDS = 10;
 
 const { values } = parseArgs({
   options: { seconds: { type: 'string', default: '5' }, connections: { type: 'string', default: '50' } },
@@ -59,10 +79,12 @@ const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, '
 const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
 let labUrl = '';
+let watchUrl = '';
 try {
   await new Promise<void>((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
+      if (line.startsWith('Watch-only URL:')) watchUrl = line.slice('Watch-only URL:'.length).trim().split(/\s+/)[0];
       if (line.startsWith('Lab ready:')) {
         labUrl = line.slice('Lab ready:'.length).trim();
         resolve();
@@ -120,6 +142,64 @@ try {
     }
   };
   const flood = await pageFlood();
+
+  const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * p) - 1)] : 0);
+
+  /** 30 socket.io clients (watch-only) while 500 req/s go through the proxy for 10 s. */
+  const classroomFanOut = async () => {
+    const token = new URL(watchUrl).searchParams.get('token');
+    if (!token) throw new Error('the lab printed no Watch-only URL');
+    await call('POST', '/api/reset', { lesson: null });
+    const lags: number[] = [];
+    const totals = new Array<number>(FANOUT_CLIENTS).fill(0);
+    const sockets: Socket[] = [];
+    try {
+      for (let i = 0; i < FANOUT_CLIENTS; i++) {
+        const socket = ioClient(state.url, { auth: { token }, transports: ['websocket'], reconnection: false, forceNew: true });
+        sockets.push(socket);
+        socket.on('batch', (batch: EventBatch) => {
+          const now = Date.now();
+          for (const r of batch.requests) lags.push(Math.round(now - (r.at + r.ms)));
+          totals[i] = batch.counts.total;
+        });
+        await new Promise<void>((resolve, reject) => {
+          socket.once('connect', () => resolve());
+          socket.once('connect_error', reject);
+        });
+      }
+      const rssBeforeMb = rssMb(child.pid!);
+      let rssPeakMb = rssBeforeMb;
+      const sampler = setInterval(() => (rssPeakMb = Math.max(rssPeakMb, rssMb(child.pid!))), 250);
+      const sent = await pacedFlood(`http://127.0.0.1:${state.proxyPort}/api/`, FANOUT_RATE * FANOUT_SECONDS, FANOUT_SECONDS);
+      const serverTotal = (await call('GET', '/api/status')).requestsTotal;
+      // Every client's last batch carries the exact total: wait for it (bounded), never sleep a fixed time.
+      const deadline = Date.now() + 30_000;
+      while (totals.some((t) => t < serverTotal) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      clearInterval(sampler);
+      const sorted = lags.sort((a, b) => a - b);
+      const p99 = percentile(sorted, 0.99);
+      const growth = Math.round((rssPeakMb - rssBeforeMb) * 10) / 10;
+      return {
+        clients: FANOUT_CLIENTS,
+        requestsPerSecond: Math.round(sent.sent / (sent.ms / 1000)),
+        requests: sent.sent,
+        failed: sent.failed,
+        deliveries: sorted.length,
+        deliveriesExpected: sent.sent * FANOUT_CLIENTS,
+        everyClientCountsExact: totals.every((t) => t === serverTotal),
+        deliveryLagP50Ms: percentile(sorted, 0.5),
+        deliveryLagP99Ms: p99,
+        deliveryLagMaxMs: sorted.at(-1) ?? 0,
+        serverRssBeforeMb: rssBeforeMb,
+        serverRssPeakMb: rssPeakMb,
+        goal: { deliveryLagP99Ms: FANOUT_LAG_P99_GOAL_MS, serverRssGrowthMb: FANOUT_RSS_GROWTH_GOAL_MB },
+        withinGoal: p99 <= FANOUT_LAG_P99_GOAL_MS && growth <= FANOUT_RSS_GROWTH_GOAL_MB,
+      };
+    } finally {
+      for (const s of sockets) s.disconnect();
+    }
+  };
+  const fanOut = await classroomFanOut();
 
   const t0 = performance.now();
   const scaled = await call('POST', '/api/services/web_dynamic/scale', { replicas: 10 });
@@ -181,10 +261,28 @@ try {
     for (const interval of [1000, 3000]) windows[`${driver}Interval${interval}ms`] = await failureWindow(driver, interval);
   }
 
+  /** Five resets to the default topology on `driver`, each timed from the request to the answer (all ready). */
+  const resetTimes = async (driver: string) => {
+    await call('POST', '/api/proxy', { driver });
+    await call('POST', '/api/reset', { lesson: null });
+    const ms: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      const s = await call('POST', '/api/reset', { lesson: null });
+      ms.push(Math.round(performance.now() - t));
+      if (s.services.flatMap((x) => x.instances).filter((r) => r.state === 'running').length !== 6) throw new Error('reset did not bring back 6 running replicas');
+    }
+    const sorted = [...ms].sort((a, b) => a - b);
+    return { medianMs: sorted[2], maxMs: sorted[4], all: ms, goal: { medianMs: RESET_GOAL_MS }, withinGoal: sorted[2] <= RESET_GOAL_MS };
+  };
+  const resets: Record<string, Awaited<ReturnType<typeof resetTimes>>> = {};
+  for (const driver of haproxyAvailable ? ['embedded', 'haproxy'] : ['embedded']) resets[driver] = await resetTimes(driver);
+
   console.log(
     JSON.stringify(
       {
-        machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
+        // The load average at the end: these figures come from a shared machine, read them beside it.
+        machine: { cpus: (await import('node:os')).cpus().length, node: process.version, loadAverage1m: Math.round((await import('node:os')).loadavg()[0] * 10) / 10 },
         load: { tool: 'autocannon', seconds, connections, runsEach: 2 },
         coldStartToReadyMs: coldStartMs,
         scaleWebDynamic3to10Ms: scale3to10Ms,
@@ -198,6 +296,8 @@ try {
         failureWindowAfterCrashMs: windows,
         replicaResidentMemoryMb: replicaRss,
         pageFlood: flood,
+        classroomFanOut: fanOut,
+        resetMs: { runtime: 'process', replicas: 'web_static x3 + web_dynamic x3', ...resets },
       },
       null,
       2,
