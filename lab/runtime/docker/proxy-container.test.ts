@@ -7,7 +7,8 @@
  * ended labs go, a running lab's and the other engine's stay). No container of this file is left
  * (asserted).
  *
- * Skipped, saying why, when Docker is not reachable or the base image is missing.
+ * Skipped, saying why, when Docker is not reachable or the base image is missing (an error with
+ * LAB_REQUIRE_DOCKER=1, as CI sets it).
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -25,6 +26,7 @@ const docker = await connectDocker().catch((e: Error) => {
 });
 const hasImage = docker ? await docker.getImage(IMAGE).inspect().then(() => true, () => false) : false;
 if (docker && !hasImage) console.warn(`proxy-container: skipped: the image ${IMAGE} is missing (sandbox-images/base/build-offline-base.sh makes it).`);
+if ((!docker || !hasImage) && process.env.LAB_REQUIRE_DOCKER === '1') throw new Error('LAB_REQUIRE_DOCKER=1 but Docker or its base image is missing.');
 
 /** This file's sessions: the one its hosts use, and one for hand-made leftovers. */
 const SESSION = `pc${process.pid}-${randomBytes(3).toString('hex')}`;

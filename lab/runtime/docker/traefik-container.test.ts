@@ -50,6 +50,7 @@ const docker = await connectDocker().catch((e: Error) => {
 });
 const present = (name: string) => (docker ? docker.getImage(name).inspect().then(() => true, () => false) : Promise.resolve(false));
 const hasBase = await present(BASE);
+if ((!docker || !hasBase) && process.env.LAB_REQUIRE_DOCKER === '1') throw new Error('LAB_REQUIRE_DOCKER=1 but Docker or its base image is missing.');
 const hasOfficial = await present(DEFAULT_TRAEFIK_BASE);
 /** The Traefik image a real run would use, if this machine has one. */
 const realImage = process.env.LAB_TRAEFIK_IMAGE?.trim() || (hasOfficial ? DEFAULT_TRAEFIK_BASE : null);
