@@ -7,8 +7,6 @@ import path from 'node:path';
 import { EventBus } from '../lab/events.ts';
 import { Lab } from '../lab/lab.ts';
 import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
-import { HaproxyDriver } from '../lab/proxy/haproxy/haproxy-driver.ts';
-import { TraefikDriver } from '../lab/proxy/traefik/traefik-driver.ts';
 import type { Topology } from '../lab/topology.ts';
 import type { ImageBuildProgressed } from '../lab/events.ts';
 import { createRuntime, type RuntimeName } from './runtimes.ts';
@@ -16,7 +14,7 @@ import { createLabServer } from './app.ts';
 import { Capture } from '../lab/capture.ts';
 import { WEB_DIST } from './build-web.ts';
 import { loadLessons } from './lessons.ts';
-import { proxyAvailability, proxyFactory } from './proxies.ts';
+import { proxyAvailability, proxyFactory, sweepProxies } from './proxies.ts';
 import { removeStateFile, writeStateFile } from './state-file.ts';
 
 export interface LabConfig {
@@ -113,7 +111,7 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
     port = await server.listen(config.port, config.host);
     config.onListening?.(`http://localhost:${port}/?token=${encodeURIComponent(token)}`);
     // A killed lab may have left an HAProxy holding the proxy port: stop it before starting ours.
-    const sweptProxies = (await HaproxyDriver.sweep(config.stateDir)) + (await TraefikDriver.sweep(config.stateDir));
+    const sweptProxies = await sweepProxies({ runtime: runtimeName, docker, bus, stateDir: config.stateDir, sessionId });
     ({ swept } = await lab.start());
     swept += sweptProxies;
   } catch (err) {

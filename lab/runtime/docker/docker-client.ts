@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import { setTimeout as delay } from 'node:timers/promises';
 import Docker from 'dockerode';
 
 export type { default as Docker } from 'dockerode';
@@ -252,4 +253,28 @@ export function ownerAlive(owner: string | undefined): boolean {
   }
   if (start === '-') return true; // no /proc where it ran: trust the pid
   return processStart(pid) === start;
+}
+
+/**
+ * Runs `cmd` (an argument array, no shell) in a running container as `user` (`uid:gid`, default the
+ * image's) and resolves with its exit code once Docker recorded it, or null when it could not be
+ * told within 2 s of the command's end. Its output is discarded.
+ * @throws the engine's error when the container is gone or not running.
+ */
+export async function execExitCode(container: Docker.Container, cmd: string[], user?: string): Promise<number | null> {
+  const exec = await container.exec({ Cmd: cmd, ...(user ? { User: user } : {}), AttachStdout: false, AttachStderr: false });
+  const stream = await exec.start({ Detach: false, Tty: false });
+  await new Promise<void>((resolve) => {
+    stream.on('end', resolve);
+    stream.on('close', resolve);
+    stream.on('error', () => resolve());
+    stream.resume();
+  });
+  // The stream can end before Docker records the exit code: ask until it has (bounded).
+  for (let i = 0; i < 100; i++) {
+    const r = await exec.inspect();
+    if (!r.Running && r.ExitCode !== null) return r.ExitCode;
+    await delay(20);
+  }
+  return null;
 }

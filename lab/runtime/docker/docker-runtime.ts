@@ -39,6 +39,7 @@ import type { BackendRuntime, Fault, ReplicaHandle, ReplicaHooks, ReplicaSpec } 
 import { SERVICE_NAMES, type ServiceName } from '../../topology.ts';
 import {
   connectDocker,
+  execExitCode,
   followLogs,
   LABEL_HOSTNAME,
   LABEL_OWNER,
@@ -903,16 +904,8 @@ async function writeFileInContainer(container: Docker.Container, file: string, c
   pack.finalize();
   const buffer = await streamToBuffer(pack);
   await container.putArchive(buffer, { path: dir });
-  const exec = await container.exec({ Cmd: ['mv', '-f', `${file}.new`, file], AttachStdout: true, AttachStderr: true });
-  const stream = await exec.start({ hijack: true, stdin: false });
-  await new Promise<void>((resolve) => {
-    stream.on('end', resolve);
-    stream.on('close', resolve);
-    stream.on('error', () => resolve());
-    stream.resume();
-  });
-  const info = await exec.inspect();
-  if (info.ExitCode !== 0) throw new Error(`mv into ${file} exited with ${info.ExitCode}`);
+  const code = await execExitCode(container, ['mv', '-f', `${file}.new`, file]);
+  if (code !== 0) throw new Error(`mv into ${file} exited with ${code ?? 'an unknown status'}`);
 }
 
 function streamToBuffer(stream: NodeJS.ReadableStream): Promise<Buffer> {
