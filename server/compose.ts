@@ -28,6 +28,12 @@ export interface LabConfig {
   token?: string;
   /** Fixed watch-only token (students: see the lab, change nothing), or undefined for a random one per run. */
   readonlyToken?: string;
+  /**
+   * Extra host names or addresses the pages may be reached by (e.g. this machine's LAN address for
+   * a class, with `host` 0.0.0.0); localhost, 127.0.0.1 and [::1] always are. The first one is used
+   * in the watch-only URL.
+   */
+  allowedHosts?: string[];
   /** Where the state file and runtime bookkeeping go. */
   stateDir: string;
   /** Folder of the built web app. */
@@ -98,6 +104,7 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
     bus,
     token,
     readonlyToken,
+    allowedHosts: ['localhost', '127.0.0.1', '[::1]', ...(config.allowedHosts ?? [])],
     staticDir: config.staticDir ?? WEB_DIST,
     lessons,
     proxies: proxyAvailability({ runtime: runtimeName, docker }),
@@ -133,7 +140,7 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
   let stopping: Promise<void> | null = null;
   return {
     url: `http://localhost:${port}/?token=${encodeURIComponent(token)}`,
-    watchUrl: `http://localhost:${port}/?token=${encodeURIComponent(readonlyToken)}`,
+    watchUrl: `http://${config.allowedHosts?.[0] ?? 'localhost'}:${port}/?token=${encodeURIComponent(readonlyToken)}`,
     readonlyToken,
     apiUrl: `http://127.0.0.1:${port}`,
     proxyUrl: `http://localhost:${proxyPort}/`,

@@ -4,7 +4,8 @@
  *
  * Flags override env: --runtime process|docker (LAB_RUNTIME, process), --port (LAB_PORT, 4000), --proxy-port (LAB_PROXY_PORT, 8080),
  * --host (LAB_HOST, 127.0.0.1), --token (LAB_TOKEN, random),
- * --readonly-token (LAB_READONLY_TOKEN, random: the printed "Watch-only URL"), --state-dir (LAB_STATE_DIR, .lab/).
+ * --readonly-token (LAB_READONLY_TOKEN, random: the printed "Watch-only URL"),
+ * --allow-host <names> (LAB_ALLOWED_HOSTS, comma-separated: names/addresses students reach the lab by), --state-dir (LAB_STATE_DIR, .lab/).
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { ImageBuildProgressed } from '../lab/events.ts';
@@ -12,6 +13,16 @@ import { RUNTIME_NAMES, type RuntimeName } from './runtimes.ts';
 import { buildWebIfNeeded } from './build-web.ts';
 import { startLab, type RunningLab } from './compose.ts';
 import { defaultStateDir } from './state-file.ts';
+
+/** A comma-separated list of DNS names or IPv4 addresses (no port, no scheme). */
+function hostList(name: string) {
+  return (value: string): string[] => {
+    const names = value.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
+    const bad = names.find((h) => h.length > 253 || !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(h));
+    if (names.length === 0 || bad !== undefined) throw new InvalidArgumentError(`${name} takes host names or IPv4 addresses separated by commas, e.g. 192.168.1.20,lab.local${bad ? `; "${bad.slice(0, 60)}" is not one` : ''}.`);
+    return names;
+  };
+}
 
 function portOption(name: string) {
   return (value: string): number => {
@@ -30,17 +41,29 @@ const program = new Command()
   .option('--host <host>', 'interface to bind (env LAB_HOST)')
   .option('--token <token>', 'fixed access token instead of a random one (env LAB_TOKEN)')
   .option('--readonly-token <token>', 'fixed watch-only token for students instead of a random one (env LAB_READONLY_TOKEN)')
+  .option('--allow-host <names>', 'comma-separated host names or addresses the pages may also be reached by, e.g. this machine\'s LAN address with --host 0.0.0.0 (env LAB_ALLOWED_HOSTS)', hostList('--allow-host'))
   .option('--state-dir <dir>', 'where the running lab writes its state file (env LAB_STATE_DIR)')
   .showHelpAfterError();
 
 program.parse();
-const opts = program.opts<{ runtime?: RuntimeName; port?: number; proxyPort?: number; host?: string; token?: string; readonlyToken?: string; stateDir?: string }>();
+const opts = program.opts<{ runtime?: RuntimeName; port?: number; proxyPort?: number; host?: string; token?: string; readonlyToken?: string; allowHost?: string[]; stateDir?: string }>();
 
 function envPort(name: string, fallback: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
   try {
     return portOption(name)(raw);
+  } catch (err) {
+    console.error(`Error: ${(err as Error).message}`);
+    process.exit(2);
+  }
+}
+
+function envHosts(): string[] | undefined {
+  const raw = process.env.LAB_ALLOWED_HOSTS;
+  if (raw === undefined || raw === '') return undefined;
+  try {
+    return hostList('LAB_ALLOWED_HOSTS')(raw);
   } catch (err) {
     console.error(`Error: ${(err as Error).message}`);
     process.exit(2);
@@ -76,6 +99,7 @@ const config = {
   proxyPort: opts.proxyPort ?? envPort('LAB_PROXY_PORT', 8080),
   token: opts.token ?? (process.env.LAB_TOKEN || undefined),
   readonlyToken: opts.readonlyToken ?? (process.env.LAB_READONLY_TOKEN || undefined),
+  allowedHosts: opts.allowHost ?? envHosts(),
   stateDir: opts.stateDir ?? defaultStateDir(),
 };
 

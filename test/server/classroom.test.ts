@@ -75,7 +75,7 @@ function rawGet(pathname: string): Promise<number> {
 
 beforeAll(async () => {
   stateDir = mkdtempSync(path.join(tmpdir(), 'lab-classroom-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir, readonlyToken: READONLY });
+  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir, readonlyToken: READONLY, allowedHosts: ['lab.classroom.test'] });
 });
 
 afterAll(async () => {
@@ -87,10 +87,23 @@ afterAll(async () => {
 });
 
 describe('watch-only token', () => {
-  it('is printed as its own URL and differs from the lab token', () => {
+  it('is printed as its own URL (on the first allowed host name) and differs from the lab token', () => {
     expect(lab.readonlyToken).toBe(READONLY);
-    expect(lab.watchUrl).toBe(`http://localhost:${lab.port}/?token=${READONLY}`);
-    expect(lab.watchUrl).not.toBe(lab.url);
+    expect(lab.watchUrl).toBe(`http://lab.classroom.test:${lab.port}/?token=${READONLY}`);
+    expect(lab.url).toBe(`http://localhost:${lab.port}/?token=${lab.token}`);
+  });
+
+  it('answers on an allowed extra host name (a class on the LAN) and still refuses others', async () => {
+    const get = (host: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.get({ host: '127.0.0.1', port: lab.port, path: '/api/status', headers: { host, authorization: `Bearer ${READONLY}` }, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+      });
+    expect(await get(`lab.classroom.test:${lab.port}`)).toBe(200);
+    expect(await get(`evil.example:${lab.port}`)).toBe(403);
   });
 
   it('reads every GET route', async () => {

@@ -6,7 +6,7 @@
  * - `ProcessTraefikHost` (this file, the default): a local `traefik` binary (v3) as a child process
  *   in its own process group, `traefik --configFile=<workDir>/traefik.yml`, a state file in the work
  *   directory so a later run can stop a Traefik that a killed lab left behind.
- * - A container host (to be written in lab/runtime/docker/, the only place that may import
+ * - `TraefikContainerHost` (lab/runtime/docker/traefik-container.ts, the only place that may import
  *   dockerode): the image of sandbox-images/traefik/ with `NetworkMode: host` and the work directory
  *   bind-mounted at the SAME absolute path, run as the lab's uid:gid, logs followed from the
  *   container's stdout/stderr.
