@@ -5,6 +5,7 @@
  * told, history cleared) and the run export (JSON, and an HTML report that escapes what it shows).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -184,6 +185,23 @@ describe('navigate', () => {
     expect((await api('/api/navigate', { method: 'POST', body: {} })).status).toBe(400);
     expect((await api('/api/navigate', { method: 'POST', body: { lesson: 3 } })).status).toBe(400);
     expect((await api('/api/navigate', { method: 'POST', body: { lesson: 'x', extra: 1 } })).status).toBe(400);
+  });
+
+  it('answers any body with a 2xx or a 4xx sentence, never a 5xx (fuzz)', async () => {
+    const known = new Set(loadLessons().flatMap((l) => [l.slug, l.slug.replace(/^\d+-/, '')]));
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(fc.jsonValue(), fc.record({ lesson: fc.oneof(fc.string({ maxLength: 150 }), fc.jsonValue()) })), async (body) => {
+        const res = await api('/api/navigate', { method: 'POST', body });
+        const answer = (await res.json()) as { error?: string; folder?: string };
+        const valid = typeof body === 'object' && body !== null && !Array.isArray(body) && Object.keys(body).length === 1 && known.has((body as { lesson: unknown }).lesson as string);
+        if (valid) expect(res.status).toBe(200);
+        else {
+          expect([400, 404]).toContain(res.status);
+          expect(answer.error).toMatch(/^[A-Z"].{5,}[.)]$|must|Unknown/);
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
