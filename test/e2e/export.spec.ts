@@ -75,6 +75,15 @@ test('the run exported from the page and the CLI opens offline from disk and sho
     const run = JSON.parse(readFileSync(jsonFile, 'utf8')) as RunExport;
     expect(Object.fromEntries(dynamic.map((h) => [h, run.counts.byReplica[h]]))).toEqual(Object.fromEntries(dynamic.map((h) => [h, 3])));
     await expect(page.getByTestId('export-message')).toContainText('Saved');
+    // The menu closes with Escape (focus back on its summary) and with a click elsewhere.
+    const menu = page.getByTestId('export-menu');
+    await page.keyboard.press('Escape');
+    await expect(menu).not.toHaveAttribute('open');
+    await expect(menu.locator('summary')).toBeFocused();
+    await page.keyboard.press('Enter');
+    await expect(menu).toHaveAttribute('open');
+    await page.getByRole('heading', { level: 1 }).click();
+    await expect(menu).not.toHaveAttribute('open');
 
     // From the CLI: a relative --out is where the command was typed.
     const r = await cli(lab, ['export', '--out', 'from-cli.html'], dir);
