@@ -73,6 +73,16 @@ test('steps: Next/Back by keyboard, progress across a reload, deep link, one ste
   await expect(page.getByRole('heading', { level: 2, name: /Kill a replica/ })).toBeVisible();
   await expect(page.getByRole('heading', { level: 2, name: /Weights and least-connections/ })).toBeHidden();
   await expect(page.locator('[data-testid=predict-burst]')).toBeHidden();
+  // The widgets step 3 shares with this step (data-steps) show, below this step's text.
+  const dynamicList = page.locator('[data-testid=replica-list][data-service=web_dynamic]');
+  await expect(dynamicList).toBeVisible();
+  await expect(page.getByTestId('demo-iframe')).toBeVisible();
+  const below = await page.evaluate(() => {
+    const list = document.querySelector('[data-testid=replica-list][data-service=web_dynamic]')!.getBoundingClientRect().top;
+    const text = [...document.querySelectorAll('h2')].find((h) => h.textContent?.includes('Kill a replica'))!.nextElementSibling!.getBoundingClientRect().top;
+    return list > text;
+  });
+  expect(below).toBe(true);
   await page.getByTestId('step-next').click();
   await expect(page.getByRole('heading', { level: 2, name: /Weights and least-connections/ })).toBeVisible();
   await expect(page.getByTestId('api-burst')).toBeVisible();
@@ -80,6 +90,7 @@ test('steps: Next/Back by keyboard, progress across a reload, deep link, one ste
   // Choosing a step in the list shows that one.
   await page.getByTestId('step-nav').locator('[data-testid=step-link][data-step="2"]').click();
   await expect(page.getByTestId('predict-burst')).toBeVisible();
+  await expect(dynamicList).toBeHidden();
   await expect.poll(() => focusedId(page)).toBe('predict-first');
   await page.getByTestId('step-one-at-a-time').uncheck();
   await expect(page.getByRole('heading', { level: 2, name: /Kill a replica/ })).toBeVisible();

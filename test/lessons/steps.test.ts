@@ -2,7 +2,8 @@
  * The step structure of the lessons (what the shell splits on, see web/src/lib/steps.ts): every
  * `##` heading is a step; every check a lesson places (`<StepCheck id>` or `<CheckButton id>`) is
  * listed in its front matter `checks:`, and every listed check is placed in a step; StepCheck's
- * `on` is one of its triggers. Lessons 01-06 carry no hand-written step numbers (the shell numbers
+ * `on` is one of its triggers; a widget shared with other steps (`<div data-steps="5-8">`) names
+ * later steps that exist. Lessons 01-06 carry no hand-written step numbers (the shell numbers
  * the steps; a number in a heading would disagree with it).
  */
 import { describe, expect, it } from 'vitest';
@@ -28,6 +29,21 @@ describe.each(lessons.map((l) => [l.slug, l] as const))('lesson %s', (slug, less
 
   it('places exactly the checks its front matter lists, each once', () => {
     expect([...placed].sort()).toEqual([...lesson.checks].sort());
+  });
+
+  it('shares widgets (data-steps) only with later steps that exist', () => {
+    const stepOfIndex = (i: number) => [...md.slice(0, i).matchAll(/^## /gm)].length;
+    for (const m of md.matchAll(/<div data-steps="([^"]+)">/g)) {
+      const own = stepOfIndex(m.index);
+      const listed = m[1].split(',').flatMap((part) => {
+        const [a, b] = part.split('-').map(Number);
+        return Array.from({ length: (b || a) - a + 1 }, (_, k) => a + k);
+      });
+      for (const n of listed) {
+        expect(n, `data-steps="${m[1]}" in step ${own}`).toBeGreaterThan(own);
+        expect(n).toBeLessThanOrEqual(headings.length);
+      }
+    }
   });
 
   it('gives every StepCheck a known trigger', () => {

@@ -55,6 +55,24 @@ export function tagSteps(body: HTMLElement): StepItem[] {
   return steps;
 }
 
+/**
+ * The steps a top-level element asks to be shown in besides its own, from `data-steps` ("3-8",
+ * "3,5,7" or "3-5,8"): how a widget that later steps use stays on screen in the one-step view.
+ */
+export function sharedSteps(el: HTMLElement): number[] {
+  const raw = el.dataset.steps;
+  if (!raw) return [];
+  const out: number[] = [];
+  for (const part of raw.split(',')) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!m) continue;
+    const a = Number(m[1]);
+    const b = m[2] ? Number(m[2]) : a;
+    for (let n = a; n <= Math.min(b, a + 100); n++) out.push(n);
+  }
+  return out;
+}
+
 /** The step a node of `body` belongs to (from its top-level element's tag), or null. */
 export function stepOfNode(body: HTMLElement, node: Node): number | null {
   let el: Node | null = node;
