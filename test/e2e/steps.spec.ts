@@ -41,6 +41,12 @@ test('steps: Next/Back by keyboard, progress across a reload, deep link, one ste
   await expect.poll(() => focusedId(page)).toBe('ask-web-dynamic-ten-times');
   await expect(nav.locator('[aria-current=step]')).toHaveAttribute('data-step', '3');
 
+  // A reload keeps the step (from the URL) and the finished steps (from localStorage).
+  await page.reload();
+  await expect(page.getByTestId('step-where')).toHaveText('Step 3 of 11: Ask web_dynamic ten times');
+  await expect(page.getByTestId('step-progress')).toContainText('2 of 11 done');
+  await expect(page.getByTestId('step-nav').locator('[data-testid=step-link][data-step="2"]')).toHaveAttribute('data-state', 'done');
+
   // Progress lives in localStorage: the lesson without a step in the URL reopens at step 3.
   await page.goto(`${lab.origin}/lessons/round-robin`);
   await expect(page.getByTestId('step-nav')).toHaveAttribute('data-current', '3');
