@@ -284,8 +284,10 @@ export function createLabServer(o: LabServerOptions): LabServer {
     res.json(status);
   });
 
-  api.get('/session', (_req, res) => {
-    const info: SessionInfo = { role: res.locals.role as Role, lesson: current, lessons: lessons.map(lessonRef) };
+  api.get('/session', async (_req, res) => {
+    const pages: Record<Role, number> = { control: 0, watch: 0 };
+    for (const socket of await io.fetchSockets()) pages[socket.data.role as Role]++;
+    const info: SessionInfo = { role: res.locals.role as Role, lesson: current, lessons: lessons.map(lessonRef), pages };
     res.json(info);
   });
 

@@ -132,8 +132,15 @@ program
   .description('print services, replicas and the proxy')
   .option('--json', 'print the status as JSON')
   .action(async (o: { json?: boolean }) => {
-    const s = await call(target(program.opts()), 'GET', '/api/status');
-    console.log(o.json ? JSON.stringify(s, null, 2) : formatStatus(s));
+    const t = target(program.opts());
+    const s = await call(t, 'GET', '/api/status');
+    if (o.json) {
+      console.log(JSON.stringify(s, null, 2));
+      return;
+    }
+    const session = await call<SessionInfo>(t, 'GET', '/api/session');
+    const pages = session.pages ? `${session.pages.control + session.pages.watch} page(s) open (${session.pages.control} with the instructor's token, ${session.pages.watch} watch-only)` : '';
+    console.log(`${formatStatus(s)}\n\nClass: ${session.lesson ? `on lesson ${session.lesson.folder}` : 'no lesson chosen yet'}${pages ? `; ${pages}` : ''}.`);
   });
 
 program

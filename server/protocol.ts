@@ -196,6 +196,8 @@ export interface SessionInfo {
   lesson: NavigateMessage | null;
   /** Every lesson, in order. */
   lessons: LessonRef[];
+  /** Pages (sockets) connected now, by role; only in `GET /api/session`. */
+  pages?: Record<Role, number>;
 }
 
 export type { RunExport, ExportedRequest } from './export.ts';

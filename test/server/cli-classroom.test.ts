@@ -66,6 +66,9 @@ describe('npm run lab -- (classroom)', () => {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.trim()).toBe('Moved 1 connected page(s) to lesson 03-health-checks “Health checks” (/lessons/health-checks).');
       expect((await got).path).toBe('/lessons/health-checks');
+      const status = await cli(['status']);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).toContain("Class: on lesson 03-health-checks; 1 page(s) open (0 with the instructor's token, 1 watch-only).");
     } finally {
       socket.disconnect();
     }
