@@ -142,4 +142,8 @@ test('a step check turns green by itself after the learner scales and sends requ
   // The pass marks its step done in the progress.
   await expect(page.getByTestId('step-nav').locator('[data-testid=step-link][data-step="7"]')).toHaveAttribute('data-state', 'done');
   await page.screenshot({ path: 'test-results/steps-auto-check.png' });
+  // Start over forgets the answer too.
+  await page.getByTestId('step-start-over').click();
+  await expect(check.getByTestId('check-message')).toContainText('Not run yet');
+  await expect(page.getByTestId('step-progress')).toContainText('0 of 11 done');
 });
