@@ -245,6 +245,27 @@ describe('reset', () => {
     expect(late.got.history[0].requests.filter((r) => old.some((o) => o.hostname === r.replica))).toEqual([]);
   });
 
+  it('clears sessions: a login on a session backend is unknown after the reset', async () => {
+    expect((await api('/api/reset', { method: 'POST', body: { lesson: '02-sticky-sessions' } })).status).toBe(200);
+    // Sticky on, so the login and the check land on the same replica before the reset.
+    expect((await api('/api/settings', { method: 'POST', body: { settings: ['session_php.sticky=on'] } })).status).toBe(200);
+    const proxy = `http://127.0.0.1:${lab.proxyPort}/session`;
+    const login = await fetch(`${proxy}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'bob' }) });
+    expect(login.status).toBe(200);
+    const cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+    expect(cookie).toMatch(/PHPSESSID=/);
+    const before = (await (await fetch(`${proxy}/`, { headers: { cookie } })).json()) as { user: string | null; knownSession: boolean };
+    expect(before).toMatchObject({ user: 'bob', knownSession: true });
+
+    expect((await api('/api/reset', { method: 'POST', body: {} })).status).toBe(200);
+    expect(lab.lab.status().topology.services.session_php?.balancer?.sticky).toBeUndefined();
+    for (let i = 0; i < 3; i++) {
+      const after = (await (await fetch(`${proxy}/`, { headers: { cookie } })).json()) as { user: string | null; knownSession: boolean };
+      expect(after.knownSession, JSON.stringify(after)).toBe(false);
+      expect(after.user).toBeNull();
+    }
+  });
+
   it('{lesson: null} restores the default topology and forgets the class lesson', async () => {
     const res = await api('/api/reset', { method: 'POST', body: { lesson: null } });
     expect(res.status).toBe(200);
