@@ -75,12 +75,17 @@ test('reset from the CLI: both pages show the new replicas, the old run is gone,
   const student = await secondPage(browser);
   await openLesson(page, lab, lab.token);
   await openLesson(student, lab, watchToken(lab));
-  await sendRequests(lab, 6);
-  await expect.poll(() => countSum(page)).toBe(6);
-  await expect.poll(() => countSum(student)).toBe(6);
+  // One lab, one state: the instructor scales from the page, the student's page follows.
+  await dynamicList(page).getByTestId('scale-input').fill('4');
+  await dynamicList(page).getByTestId('scale-apply').click();
+  await expect(dynamicList(student).locator('[data-testid=replica-row][data-state=running]')).toHaveCount(4);
+  await sendRequests(lab, 8);
+  await expect.poll(() => countSum(page)).toBe(8);
+  await expect.poll(() => countSum(student)).toBe(8);
   const before = await lab.status();
   const oldReplicas = before.services.flatMap((s) => s.instances);
   const oldNames = (await hostnames(page)).sort();
+  expect(oldNames).toHaveLength(4);
   expect(await hostnames(student)).toEqual(await hostnames(page));
 
   const r = await cli(lab, ['reset']);
