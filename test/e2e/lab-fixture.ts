@@ -50,8 +50,8 @@ async function waitFor(check: () => boolean, timeoutMs: number): Promise<boolean
   return check();
 }
 
-async function startLab(stateDir: string): Promise<{ child: ChildProcess; lab: RunningLab; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+async function startLab(stateDir: string, args: string[]): Promise<{ child: ChildProcess; lab: RunningLab; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, LAB_PORT: '0', LAB_PROXY_PORT: '0', LAB_STATE_DIR: stateDir, LAB_TOKEN: '' },
     detached: true, // its own process group: teardown can check that the whole group is gone
@@ -100,12 +100,18 @@ async function startLab(stateDir: string): Promise<{ child: ChildProcess; lab: R
   return { child, lab, exited };
 }
 
-/** `lab`: a fresh lab per test (it starts in a few seconds), so tests never depend on each other's state. */
-export const test = base.extend<{ lab: RunningLab }>({
+/**
+ * `lab`: a fresh lab per test (it starts in a few seconds), so tests never depend on each other's
+ * state. `labArgs`: extra `npm start` flags, e.g. `test.use({ labArgs: ['--runtime', 'docker'] })`;
+ * in Docker mode teardown also checks that no container or network of the lab's session is left.
+ */
+export const test = base.extend<{ labArgs: string[]; lab: RunningLab }>({
+  labArgs: [[], { option: true }],
   lab: [
-    async ({}, use) => {
+    async ({ labArgs }, use) => {
       const stateDir = mkdtempSync(path.join(tmpdir(), 'balancer-lab-e2e-'));
-      const { child, lab, exited } = await startLab(stateDir);
+      const { child, lab, exited } = await startLab(stateDir, labArgs);
+      const sessionId = (await lab.status()).sessionId;
       const pid = child.pid!;
       try {
         await use(lab);
@@ -146,6 +152,14 @@ export const test = base.extend<{ lab: RunningLab }>({
         expect(groupGone, 'no process of the lab’s process group should remain').toBe(true);
         expect(() => process.kill(-pid, 0)).toThrow();
         expect(leftovers, 'every replica process should be gone').toEqual([]);
+        if (labArgs.includes('docker')) {
+          const { connectDocker, labelFilter } = await import('../../lab/runtime/docker/docker-client.ts');
+          const docker = await connectDocker();
+          const containers = await docker.listContainers({ all: true, filters: labelFilter(sessionId) });
+          const networks = await docker.listNetworks({ filters: labelFilter(sessionId) });
+          expect(containers.map((c) => c.Names[0]), 'no container of the lab should remain').toEqual([]);
+          expect(networks.map((n) => n.Name), 'no network of the lab should remain').toEqual([]);
+        }
       }
     },
     { timeout: READY_TIMEOUT_MS + 60_000 },
