@@ -29,6 +29,14 @@ if (existsSync(pwFile)) {
   failed += (p.errors ?? []).length;
 } else missing.push('playwright');
 
+// The soak (npm run soak) counts as one test where it ran.
+const soakFile = path.join(dir, 'soak.json');
+if (existsSync(soakFile)) {
+  const k = JSON.parse(readFileSync(soakFile, 'utf8'));
+  passed += k.passed ?? 0;
+  failed += k.failed ?? 1;
+}
+
 if (missing.length) console.log(`(no report from: ${missing.join(', ')}; counted as failed)`);
 failed += missing.length;
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
