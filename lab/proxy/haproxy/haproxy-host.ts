@@ -13,11 +13,9 @@
  * and the Runtime API unix socket there, so a host must make that directory visible to HAProxy at
  * the SAME absolute path, and HAProxy must be able to create its socket there.
  */
-import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
-import { setTimeout as delay } from 'node:timers/promises';
+import { run, startGroup, sweepGroup } from '../local-process.ts';
 
 /** The oldest HAProxy the driver's configuration needs (`host_only`, `idle-close-on-response`). */
 export const MIN_HAPROXY_VERSION = [2, 6] as const;
@@ -103,25 +101,6 @@ export interface HaproxyHost {
 /** The file in workDir naming the running master (for sweepWorkDir()). */
 const STATE_FILE = 'haproxy.state.json';
 
-/** What `<workDir>/haproxy.state.json` records about a running master, so a later run can remove it. */
-interface StateFile {
-  pid: number;
-  /** procStart(pid) when written: a recycled pid has another start time. */
-  start: number | null;
-  cfg: string;
-}
-
-/** Runs a program with an argument array (never a shell); resolves with its exit code and output. */
-export function run(file: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; error?: NodeJS.ErrnoException }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
-      if (e && typeof e.code === 'string') resolve({ code: null, stdout: String(stdout), stderr: String(stderr), error: e });
-      else resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
 /**
  * The version in `haproxy -v` output, checked against MIN_HAPROXY_VERSION.
  * @param where how to name the binary in a sentence (e.g. `haproxy` or `the HAProxy image`).
@@ -135,55 +114,6 @@ export function versionOf(output: string, where: string): HaproxyAvailability {
     return { ok: false, reason: `HAProxy ${m[1]} is too old; the lab needs ${needMajor}.${needMinor} or newer (apt-get install haproxy on Debian 12).` };
   }
   return { ok: true, version: m[1] };
-}
-
-/** Signals a process group; one that is gone is not an error. */
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
-/** True while any process of the group exists. */
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or null if unreadable. */
-function procStart(pid: number): number | null {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
-  } catch {
-    return null;
-  }
-}
-
-/** Waits (bounded) until no process of the group is left, SIGKILLing it after `graceMs`. */
-async function awaitGroupGone(pgid: number, graceMs: number): Promise<void> {
-  const start = Date.now();
-  let killed = false;
-  while (groupAlive(pgid)) {
-    if (!killed && Date.now() - start > graceMs) {
-      signalGroup(pgid, 'SIGKILL');
-      killed = true;
-    }
-    if (Date.now() - start > graceMs + 10_000) throw new Error(`HAProxy processes of group ${pgid} are still running 10 s after SIGKILL.`);
-    await delay(10);
-  }
-}
-
-function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o600 });
-  fs.renameSync(tmp, file);
 }
 
 /**
@@ -220,31 +150,20 @@ export class ProcessHaproxyHost implements HaproxyHost {
   }
 
   async start(opts: { workDir: string; cfgPath: string; onLine(line: string): void }): Promise<HaproxyInstance> {
-    const child = spawn(this.#haproxyPath, ['-W', '-db', '-f', opts.cfgPath], {
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const proc = await startGroup({
+      file: this.#haproxyPath,
+      args: ['-W', '-db', '-f', opts.cfgPath],
       cwd: opts.workDir,
+      stateFile: path.join(opts.workDir, STATE_FILE),
+      mark: opts.cfgPath,
+      name: 'HAProxy',
+      onLine: (line) => opts.onLine(line),
     });
-    if (child.pid === undefined) {
-      const err = await new Promise<Error>((resolve) => child.once('error', resolve));
-      throw new Error(`Could not start ${this.#haproxyPath}: ${err.message}.`);
-    }
-    const pid = child.pid;
-    const stateFile = path.join(opts.workDir, STATE_FILE);
-    const exited = new Promise<HaproxyExit>((resolve) => {
-      child.once('exit', (code, signal) => {
-        fs.rmSync(stateFile, { force: true });
-        resolve({ code, signal });
-      });
-    });
-    child.on('error', (err) => opts.onLine(`haproxy: ${err.message}`));
-    readline.createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', opts.onLine);
-    readline.createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', opts.onLine);
-    writeFileAtomic(stateFile, `${JSON.stringify({ pid, start: procStart(pid), cfg: opts.cfgPath } satisfies StateFile)}\n`);
+    const pid = proc.pid;
     return {
       masterPid: pid,
       hostPid: pid,
-      exited,
+      exited: proc.exited,
       signal: async (signal) => {
         try {
           process.kill(pid, signal);
@@ -260,14 +179,8 @@ export class ProcessHaproxyHost implements HaproxyHost {
           return false;
         }
       },
-      stop: async (graceMs) => {
-        // The whole group: old workers that a reload replaced too.
-        signalGroup(pid, graceMs <= 0 ? 'SIGKILL' : 'SIGTERM');
-        const killer = graceMs > 0 ? setTimeout(() => signalGroup(pid, 'SIGKILL'), graceMs) : null;
-        await exited;
-        if (killer) clearTimeout(killer);
-        await awaitGroupGone(pid, graceMs);
-      },
+      // The whole group: old workers that a reload replaced too.
+      stop: (graceMs) => proc.stop(graceMs),
     };
   }
 
@@ -276,33 +189,7 @@ export class ProcessHaproxyHost implements HaproxyHost {
    * same start time, command line naming its haproxy.cfg), and removes the file and the socket.
    */
   async sweepWorkDir(dir: string): Promise<boolean> {
-    const file = path.join(dir, STATE_FILE);
-    let state: StateFile;
-    try {
-      state = JSON.parse(fs.readFileSync(file, 'utf8')) as StateFile;
-    } catch {
-      return false;
-    }
-    let stopped = false;
-    if (Number.isInteger(state.pid) && state.pid > 1 && state.pid !== process.pid && procStart(state.pid) === state.start) {
-      let cmdline: string[] = [];
-      try {
-        cmdline = fs.readFileSync(`/proc/${state.pid}/cmdline`, 'utf8').split('\0');
-      } catch {
-        // gone
-      }
-      if (cmdline.includes(state.cfg)) {
-        signalGroup(state.pid, 'SIGTERM');
-        const t0 = Date.now();
-        while (groupAlive(state.pid)) {
-          if (Date.now() - t0 > 3000) signalGroup(state.pid, 'SIGKILL');
-          if (Date.now() - t0 > 10_000) throw new Error(`A leftover HAProxy (pid ${state.pid}) is still running 10 s after SIGKILL.`);
-          await delay(10);
-        }
-        stopped = true;
-      }
-    }
-    fs.rmSync(file, { force: true });
+    const stopped = await sweepGroup(path.join(dir, STATE_FILE), 'HAProxy');
     fs.rmSync(path.join(dir, 'haproxy.sock'), { force: true });
     return stopped;
   }

@@ -16,11 +16,8 @@
  * and Traefik's HTTP API on 127.0.0.1; everything Traefik says comes back as lines (its log and the
  * JSON access log on stdout). A host must make the work directory visible at the same path.
  */
-import { execFile, spawn } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
-import { setTimeout as delay } from 'node:timers/promises';
+import { run, startGroup, sweepGroup } from '../local-process.ts';
 
 /** The oldest Traefik the driver's configuration needs: v3 (rule syntax, `addInternals`). */
 export const MIN_TRAEFIK_MAJOR = 3;
@@ -85,73 +82,8 @@ export function traefikVersionOf(output: string, where: string): TraefikAvailabi
   return { ok: true, version };
 }
 
-/** Runs a program with an argument array (never a shell); resolves with its exit code and output. */
-function run(file: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string; error?: NodeJS.ErrnoException }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: timeoutMs, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
-      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
-      if (e && typeof e.code === 'string') resolve({ code: null, stdout: String(stdout), stderr: String(stderr), error: e });
-      else resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
-/** True while any process of the group exists (a zombie counts as gone: this machine's init may not reap). */
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pgid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true;
-  }
-}
-
-/** Start time of a process (clock ticks since boot, /proc/<pid>/stat field 22), or null if unreadable. */
-function procStart(pid: number): number | null {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[19]);
-  } catch {
-    return null;
-  }
-}
-
 /** The file in workDir naming the running Traefik (for sweepWorkDir()). */
 const STATE_FILE = 'traefik.state.json';
-
-interface StateFile {
-  pid: number;
-  /** procStart(pid) when written: a recycled pid has another start time. */
-  start: number | null;
-  /** The `--configFile=...` argument it was started with. */
-  arg: string;
-}
-
-async function awaitGroupGone(pgid: number, graceMs: number): Promise<void> {
-  const t0 = Date.now();
-  let killed = graceMs <= 0;
-  while (groupAlive(pgid)) {
-    if (!killed && Date.now() - t0 > graceMs) {
-      signalGroup(pgid, 'SIGKILL');
-      killed = true;
-    }
-    if (Date.now() - t0 > Math.max(0, graceMs) + 10_000) throw new Error(`Traefik (process group ${pgid}) is still running 10 s after SIGKILL.`);
-    await delay(10);
-  }
-}
 
 /** A local `traefik` binary as a child process (the default host). Linux: sweepWorkDir() reads /proc. */
 export class ProcessTraefikHost implements TraefikHost {
@@ -178,65 +110,23 @@ export class ProcessTraefikHost implements TraefikHost {
 
   async start(opts: { workDir: string; configFile: string; onLine(line: string, stream: 'stdout' | 'stderr'): void }): Promise<TraefikInstance> {
     const arg = `--configFile=${opts.configFile}`;
-    const child = spawn(this.#traefikPath, [arg], { detached: true, stdio: ['ignore', 'pipe', 'pipe'], cwd: opts.workDir });
-    if (child.pid === undefined) {
-      const err = await new Promise<Error>((resolve) => child.once('error', resolve));
-      throw new Error(`Could not start ${this.#traefikPath}: ${err.message}.`);
-    }
-    const pid = child.pid;
-    const stateFile = path.join(opts.workDir, STATE_FILE);
-    const exited = new Promise<TraefikExit>((resolve) => {
-      child.once('exit', (code, signal) => {
-        fs.rmSync(stateFile, { force: true });
-        resolve({ code, signal });
-      });
+    const proc = await startGroup({
+      file: this.#traefikPath,
+      args: [arg],
+      cwd: opts.workDir,
+      stateFile: path.join(opts.workDir, STATE_FILE),
+      mark: arg,
+      name: 'Traefik',
+      onLine: opts.onLine,
     });
-    child.on('error', (err) => opts.onLine(`traefik: ${err.message}`, 'stderr'));
-    readline.createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (l) => opts.onLine(l, 'stdout'));
-    readline.createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (l) => opts.onLine(l, 'stderr'));
-    const tmp = `${stateFile}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, `${JSON.stringify({ pid, start: procStart(pid), arg } satisfies StateFile)}\n`, { mode: 0o600 });
-    fs.renameSync(tmp, stateFile);
-    return {
-      hostPid: pid,
-      exited,
-      stop: async (graceMs) => {
-        signalGroup(pid, graceMs <= 0 ? 'SIGKILL' : 'SIGTERM');
-        const killer = graceMs > 0 ? setTimeout(() => signalGroup(pid, 'SIGKILL'), graceMs) : null;
-        await exited;
-        if (killer) clearTimeout(killer);
-        await awaitGroupGone(pid, graceMs);
-      },
-    };
+    return { hostPid: proc.pid, exited: proc.exited, stop: (graceMs) => proc.stop(graceMs) };
   }
 
   /**
    * Stops the Traefik that `<workDir>/traefik.state.json` names if it still runs (same pid, same
    * start time, command line holding the same `--configFile=` argument), and removes the file.
    */
-  async sweepWorkDir(workDir: string): Promise<boolean> {
-    const file = path.join(workDir, STATE_FILE);
-    let state: StateFile;
-    try {
-      state = JSON.parse(fs.readFileSync(file, 'utf8')) as StateFile;
-    } catch {
-      return false;
-    }
-    let stopped = false;
-    if (Number.isInteger(state.pid) && state.pid > 1 && state.pid !== process.pid && procStart(state.pid) === state.start) {
-      let cmdline: string[] = [];
-      try {
-        cmdline = fs.readFileSync(`/proc/${state.pid}/cmdline`, 'utf8').split('\0');
-      } catch {
-        // gone
-      }
-      if (cmdline.includes(state.arg)) {
-        signalGroup(state.pid, 'SIGTERM');
-        await awaitGroupGone(state.pid, 3000);
-        stopped = true;
-      }
-    }
-    fs.rmSync(file, { force: true });
-    return stopped;
+  sweepWorkDir(workDir: string): Promise<boolean> {
+    return sweepGroup(path.join(workDir, STATE_FILE), 'Traefik');
   }
 }
