@@ -9,6 +9,7 @@ import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
+import { writeFileAtomic } from './driver-support.ts';
 
 /** What run() says: the exit code and output, or the spawn error (`code` null) when it could not run. */
 export interface RunResult {
@@ -49,7 +50,7 @@ function groupExists(pgid: number): boolean {
 }
 
 /** True while any process of the group exists (a zombie leader counts as gone: this machine's init may not reap). */
-export function groupAlive(pgid: number): boolean {
+function groupAlive(pgid: number): boolean {
   if (!groupExists(pgid)) return false;
   try {
     const stat = fs.readFileSync(`/proc/${pgid}/stat`, 'utf8');
@@ -70,25 +71,27 @@ export function procStart(pid: number): number | null {
 }
 
 /**
- * Waits (bounded) until no process of the group is left, SIGKILLing it after `graceMs` (at once if 0).
+ * Waits (bounded) until no process of the group is left, SIGKILLing it after `graceMs` (at once if
+ * 0). An orphan's zombie leader is waited for until init reaps it (its pid is free then), but only
+ * up to the same bound: this machine's init may reap late or never, and a zombie runs nothing.
  * @param name how to name the program in the error (e.g. `HAProxy`).
- * @throws Error if the group is still there 10 s after SIGKILL.
+ * @throws Error if the group still runs 10 s after SIGKILL.
  */
 export async function awaitGroupGone(pgid: number, graceMs: number, name: string): Promise<void> {
   const t0 = Date.now();
   let killed = graceMs <= 0;
-  while (groupAlive(pgid)) {
-    if (!killed && Date.now() - t0 > graceMs) {
+  while (groupExists(pgid)) {
+    const alive = groupAlive(pgid);
+    if (alive && !killed && Date.now() - t0 > graceMs) {
       signalGroup(pgid, 'SIGKILL');
       killed = true;
     }
-    if (Date.now() - t0 > Math.max(0, graceMs) + 10_000) throw new Error(`${name} (process group ${pgid}) is still running 10 s after SIGKILL.`);
+    if (Date.now() - t0 > Math.max(0, graceMs) + 10_000) {
+      if (alive) throw new Error(`${name} (process group ${pgid}) is still running 10 s after SIGKILL.`);
+      return;
+    }
     await delay(10);
   }
-  // A zombie leader: its parent (init, for an orphan) normally reaps it at once, and then its pid is
-  // free for good; wait a moment for that, but not on an init that never reaps.
-  const reapBy = Date.now() + 1000;
-  while (groupExists(pgid) && Date.now() < reapBy) await delay(10);
 }
 
 /** How a group leader ended: its exit code, or the signal that killed it (a name such as `SIGKILL`). */
@@ -143,9 +146,7 @@ export async function startGroup(opts: {
   child.on('error', (err) => opts.onLine(`${opts.name.toLowerCase()}: ${err.message}`, 'stderr'));
   readline.createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (l) => opts.onLine(l, 'stdout'));
   readline.createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (l) => opts.onLine(l, 'stderr'));
-  const tmp = `${opts.stateFile}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify({ pid, start: procStart(pid), mark: opts.mark } satisfies StateFile)}\n`, { mode: 0o600 });
-  fs.renameSync(tmp, opts.stateFile);
+  writeFileAtomic(opts.stateFile, `${JSON.stringify({ pid, start: procStart(pid), mark: opts.mark } satisfies StateFile)}\n`);
   return {
     pid,
     exited,

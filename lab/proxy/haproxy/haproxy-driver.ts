@@ -48,13 +48,13 @@
  * earlier state) is "up, but will fall down at first failure" until its first good probe.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { EventBus, RequestCompleted } from '../../events.ts';
 import type { HealthCheck, ProxyCapabilities, ProxyConfig, ProxyDriver, StickyCookie } from '../../seams.ts';
 import { errorOf, parseAccessLog, parseHaproxyMessage, parseHealthMessage, probeError, type HaproxyAccessLog, type HealthMessage } from './log-line.ts';
 import { ProcessHaproxyHost, type HaproxyAvailability, type HaproxyHost, type HaproxyInstance } from './haproxy-host.ts';
+import { canConnect, errorText, freePort, healthChanged, pollUntil, writeFileAtomic } from '../driver-support.ts';
 import { buildHaproxyModel, type HaproxyModel } from './render.ts';
 import { checkRuntimeCommand, parseServersConn, parseShowInfo, parseShowStat, runtimeApiRequest, type StatServerRow } from './runtime-api.ts';
 import { planRuntimeChanges, stepCommands, type RuntimeStep } from './runtime-plan.ts';
@@ -121,33 +121,6 @@ interface Running {
   stopRequested: boolean;
 }
 
-/** A TCP port nobody listens on right now, on `host`. */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves true if a TCP connection to host:port opens within timeoutMs. */
-function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
-
 /**
  * HAProxy's ALERT/WARNING lines (or all lines when there are none) without their
  * `[ALERT]    (1234) : config : ` prefix, joined with ` | `, for error sentences. The summary lines
@@ -159,16 +132,6 @@ export function alertText(lines: string[]): string {
     .map((l) => l.replace(/^\[(\w+)\]\s+\(\d+\)\s*:\s*(config\s*:\s*)?/, '$1: ').trim())
     .filter((l) => l !== '' && !/(Error\(s\) found in configuration file|Fatal errors found in configuration)/.test(l));
   return shown.join(' | ');
-}
-
-function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o600 });
-  fs.renameSync(tmp, file);
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /**
@@ -724,32 +687,26 @@ export class HaproxyDriver implements ProxyDriver {
    * that a reload replaced a moment earlier is not (each of its keep-alive client connections
    * takes at most one more request, with the old configuration).
    */
-  async drained(server: string, timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + Math.max(0, timeoutMs);
-    let backoff = 10;
-    for (;;) {
+  drained(server: string, timeoutMs: number): Promise<boolean> {
+    return pollUntil(Date.now() + Math.max(0, timeoutMs), async () => {
       const r = this.#running;
       if (!r) return true;
       const where = [...r.model.names.serversOf].flatMap(([svc, list]) =>
         list.filter((x) => x.hostname === server).map((x) => ({ backend: r.model.names.backendOf.get(svc)!, server: x.name })),
       );
       if (where.length === 0) return true;
-      let busy: number | null = null;
       try {
         const rows = parseShowStat(await runtimeApiRequest(this.#socketPath, 'show stat', 2000));
-        busy = 0;
+        let busy = 0;
         for (const w of where) {
           const row = rows.find((x) => x.backend === w.backend && x.server === w.server);
           if (row) busy += row.scur + row.qcur;
         }
+        return busy === 0;
       } catch {
-        // A reload in progress: ask again.
+        return false; // a reload in progress: ask again
       }
-      if (busy === 0) return true;
-      if (Date.now() >= deadline) return false;
-      await delay(Math.min(backoff, Math.max(1, deadline - Date.now())));
-      backoff = Math.min(backoff * 2, 100);
-    }
+    });
   }
 
   /**
@@ -809,9 +766,7 @@ export class HaproxyDriver implements ProxyDriver {
   }
 
   #healthChanged(c: CheckedServer, healthy: boolean, reason: string): void {
-    if (c.healthy === healthy) return;
-    c.healthy = healthy;
-    this.#bus.emit('replica:health-changed', { service: c.service, hostname: c.hostname, port: c.port, pid: null, at: Date.now(), reason, healthy });
+    healthChanged(this.#bus, c, healthy, reason);
   }
 
   #startPolling(): void {

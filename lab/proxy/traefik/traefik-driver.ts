@@ -38,7 +38,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
@@ -53,6 +52,7 @@ import {
   renderTraefikStatic,
   traefikDynamicModel,
 } from './render.ts';
+import { canConnect, errorText, freePort, healthChanged, pollUntil, writeFileAtomic } from '../driver-support.ts';
 import { ProcessTraefikHost, type TraefikAvailability, type TraefikHost, type TraefikInstance } from './traefik-host.ts';
 
 export interface TraefikDriverOptions {
@@ -124,43 +124,6 @@ interface Running {
   /** The dynamic YAML in force (the file holds the same). */
   dynamicText: string;
   stopRequested: boolean;
-}
-
-/** Resolves true if a TCP connection to host:port opens within timeoutMs. */
-function canConnect(host: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
-
-/** A TCP port nobody listens on right now, on `host`. */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o600 });
-  fs.renameSync(tmp, file);
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** The address to connect to for an entrypoint bound to `host` (any address -> loopback). */
@@ -600,14 +563,8 @@ export class TraefikDriver implements ProxyDriver {
       this.#markers.delete(nonce);
     }
     if (count === null) return this.#running === null;
-    let backoff = 10;
-    for (;;) {
-      if (!this.#running) return true;
-      if (this.#tracker.allLoggedBelow(count)) return true;
-      if (Date.now() >= deadline) return false;
-      await delay(Math.min(backoff, Math.max(1, deadline - Date.now())));
-      backoff = Math.min(backoff * 2, 100);
-    }
+    const below = count;
+    return pollUntil(deadline, () => !this.#running || this.#tracker.allLoggedBelow(below));
   }
 
   // ------------------------------------------------------------------ health checks
@@ -676,9 +633,7 @@ export class TraefikDriver implements ProxyDriver {
   }
 
   #healthChanged(c: CheckedServer, healthy: boolean, reason: string): void {
-    if (c.healthy === healthy) return;
-    c.healthy = healthy;
-    this.#bus.emit('replica:health-changed', { service: c.service, hostname: c.hostname, port: c.port, pid: null, at: Date.now(), reason, healthy });
+    healthChanged(this.#bus, c, healthy, reason);
   }
 
   // ------------------------------------------------------------------ output
