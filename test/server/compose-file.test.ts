@@ -1,7 +1,7 @@
 /**
  * docker-compose.yml as Compose itself reads it (`docker compose config`, or `docker-compose config`
  * with the Compose 1.29 Debian packages), checked against the topology the lab uses: every demo
- * service is there, built from its sandbox-images/ Dockerfile, and Traefik's label routers match the
+ * service is there, built from sandbox-images/ as the lab builds it (Dockerfile, build args), and Traefik's label routers match the
  * lab's default routes (same PathPrefix, prefix stripped where the lab strips it).
  */
 import { execFile } from 'node:child_process';
@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { sandboxImageTarget } from '../../lab/runtime/docker/images.ts';
 import { SERVICE_NAMES, defaultTopology } from '../../lab/topology.ts';
 import { REPO_ROOT } from '../../server/state-file.ts';
 
@@ -32,7 +33,7 @@ const compose = await findCompose();
 if (!compose) console.warn('compose-file: skipped: neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose).');
 
 interface ComposeService {
-  build?: { context: string; dockerfile?: string };
+  build?: { context: string; dockerfile?: string; args?: Record<string, string> };
   labels?: Record<string, string>;
   ports?: Array<{ host_ip?: string; published?: string | number; target?: number } | string>;
   volumes?: Array<{ source?: string; target?: string } | string>;
@@ -53,13 +54,17 @@ interface ComposeService {
     expect(names.stdout.trim().split('\n').sort()).toEqual(['lab', 'traefik', ...SERVICE_NAMES].sort());
   });
 
-  it('builds every demo service from its own Dockerfile in sandbox-images/, labelled with its service name', () => {
+  it('builds every demo service in sandbox-images/ from the Dockerfile and build args the lab builds it with, labelled with its service name', () => {
     for (const name of SERVICE_NAMES) {
       const s = services[name];
       expect(s, name).toBeDefined();
+      const target = sandboxImageTarget(name);
       expect(path.resolve(REPO_ROOT, s.build!.context)).toBe(path.join(REPO_ROOT, 'sandbox-images'));
       const dockerfile = path.resolve(REPO_ROOT, s.build!.context, s.build!.dockerfile ?? 'Dockerfile');
-      expect(dockerfile).toBe(path.join(REPO_ROOT, 'sandbox-images', name, 'Dockerfile'));
+      expect(dockerfile).toBe(path.join(REPO_ROOT, 'sandbox-images', target.dockerfile));
+      expect(existsSync(dockerfile), dockerfile).toBe(true);
+      expect(s.build!.args ?? {}, name).toMatchObject(target.buildArgs ?? {});
+      expect(Object.keys(s.build!.args ?? {}), name).toContain(target.baseArg);
       expect(s.labels?.['balancer-lab.service']).toBe(name);
       expect(s.labels?.['traefik.enable']).toBe('true');
     }

@@ -79,7 +79,7 @@ export interface EnsuredImage {
 const SANDBOX_DIR = fileURLToPath(new URL('../../../sandbox-images/', import.meta.url));
 const BUILD_ARG_NAME = /^[A-Z][A-Z0-9_]*$/;
 
-/** The official base image of each sandbox service (its Dockerfile's ARG BASE default). */
+/** The official base image of each sandbox service (its Dockerfile's ARG NODE_BASE / PHP_BASE default). */
 const SANDBOX_BASES: Readonly<Record<ServiceName, string>> = {
   web_static: 'node:20-bookworm-slim',
   web_dynamic: 'node:20-bookworm-slim',
@@ -87,21 +87,25 @@ const SANDBOX_BASES: Readonly<Record<ServiceName, string>> = {
   session_php: 'php:8.2-cli',
 };
 
+/** The Dockerfile of the Node services (web_static, web_dynamic, spring_app), which names the service in the build arg SERVICE. */
+export const NODE_DOCKERFILE = 'node.Dockerfile';
+
 /**
- * The image target of a sandbox backend: context `sandbox-images/`, Dockerfile
- * `<service>/Dockerfile`, repository `balancer-lab/<service>`; Node services also take
- * `shared/` and the npm dependencies of sandbox-images/package.json.
+ * The image target of a sandbox backend: context `sandbox-images/`, repository
+ * `balancer-lab/<service>`. Node services: Dockerfile `node.Dockerfile` with the build arg
+ * `SERVICE=<service>` (so each gets its own content hash), plus `shared/` and the npm dependencies
+ * of sandbox-images/package.json; session_php: `session_php/Dockerfile`.
  */
 export function sandboxImageTarget(service: ServiceName): ImageTarget {
   const node = service !== 'session_php';
   return {
     repository: `${NAME_PREFIX}/${service}`,
     context: SANDBOX_DIR,
-    dockerfile: `${service}/Dockerfile`,
+    dockerfile: node ? NODE_DOCKERFILE : `${service}/Dockerfile`,
     baseArg: node ? 'NODE_BASE' : 'PHP_BASE',
     include: node ? ['package.json', 'package-lock.json', 'shared', service] : [service],
     defaultBase: SANDBOX_BASES[service],
-    ...(node ? { npm: {} } : {}),
+    ...(node ? { buildArgs: { SERVICE: service }, npm: {} } : {}),
   };
 }
 
