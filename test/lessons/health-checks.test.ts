@@ -3,28 +3,19 @@
  * topology and pass once solved, against the real proxies and real spring_app replicas.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startLab, type RunningLab } from '../../server/compose.ts';
+import { type RunningLab } from '../../server/compose.ts';
 import { loadLessons } from '../../server/lessons.ts';
-import { CHECKS } from '../../lab/checks.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 import { LoadRequest, LoadRun } from '../../lab/load.ts';
 import type { DriverName } from '../../lab/topology.ts';
+import { enginesPresent, runChecks, startTestLab } from '../support/lab-server.ts';
 
 const lessons = loadLessons();
-const haproxy = await HaproxyDriver.available();
-const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
-if (!haproxy.ok) console.log(`lessons 03/04 on haproxy: skipped because ${haproxy.reason}`);
+const engines = await enginesPresent(`lessons 03/04`);
 
 let lab: RunningLab;
-let stateDir: string;
 
-async function check(slug: string) {
-  const lesson = lessons.find((l) => l.slug === slug)!;
-  const status = lab.lab.status();
-  return Promise.all(lesson.checks.map((id) => CHECKS.get(id)!.run({ proxyBase: `http://127.0.0.1:${status.proxy.port}`, status })));
+function check(slug: string) {
+  return runChecks(lab, lessons.find((l) => l.slug === slug)!.checks);
 }
 
 async function start(slug: string, engine: DriverName) {
@@ -39,14 +30,10 @@ function springReplicas() {
 }
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-lesson03-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+  lab = await startTestLab('lab-lesson03-');
 });
 
-afterAll(async () => {
-  await lab.stop();
-  rmSync(stateDir, { recursive: true, force: true });
-});
+afterAll(() => lab.stop());
 
 describe.each(engines)('lesson 03-health-checks on %s', (engine) => {
   it('fails with a crashed replica and no health check: about half the requests fail', async () => {

@@ -7,30 +7,14 @@
  *   all 30 on one replica (the first answer set the cookie).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startLab, type RunningLab } from '../../server/compose.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
-import type { DriverName } from '../../lab/topology.ts';
+import { type RunningLab } from '../../server/compose.ts';
+import { apiPost, enginesPresent, startTestLab } from '../support/lab-server.ts';
 
-const haproxy = await HaproxyDriver.available();
-const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
-if (!haproxy.ok) console.log(`predict-then-run on haproxy: skipped because ${haproxy.reason}`);
+const engines = await enginesPresent(`predict-then-run`);
 
 let lab: RunningLab;
-let stateDir: string;
 
-async function post<T>(pathname: string, body: unknown = {}): Promise<T> {
-  const res = await fetch(`${lab.apiUrl}${pathname}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${lab.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  expect(res.status, text).toBe(200);
-  return JSON.parse(text) as T;
-}
+const post = <T>(pathname: string, body?: unknown) => apiPost<T>(lab, pathname, body);
 
 /** The burst PredictBurst runs; returns the answers per replica, largest first. */
 async function burst(cookies: boolean): Promise<number[]> {
@@ -48,14 +32,10 @@ async function burst(cookies: boolean): Promise<number[]> {
 }
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-predict-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+  lab = await startTestLab('lab-predict-');
 });
 
-afterAll(async () => {
-  await lab?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
-});
+afterAll(() => lab?.stop());
 
 describe.each(engines)('predict, then run, on %s', (engine) => {
   it('lesson 01: 30 requests over 3 replicas are 10/10/10', async () => {

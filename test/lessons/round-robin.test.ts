@@ -4,43 +4,19 @@
  * check the server's event history) against the real proxies and real web_dynamic replicas.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startLab, type RunningLab } from '../../server/compose.ts';
+import { type RunningLab } from '../../server/compose.ts';
 import { loadLessons } from '../../server/lessons.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 import { ProbeClient } from '../../lab/probe-client.ts';
-import type { DriverName } from '../../lab/topology.ts';
+import { apiPost, checkThroughApi, enginesPresent, startTestLab } from '../support/lab-server.ts';
 
 const SLUG = '01-round-robin';
 const lesson = loadLessons().find((l) => l.slug === SLUG);
-const haproxy = await HaproxyDriver.available();
-const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
-if (!haproxy.ok) console.log(`lesson ${SLUG} on haproxy: skipped because ${haproxy.reason}`);
+const engines = await enginesPresent(`lesson ${SLUG}`);
 
 let lab: RunningLab;
-let stateDir: string;
 
-interface Answer {
-  id: string;
-  ok: boolean;
-  message: string;
-}
-
-async function api(pathname: string, body: unknown = {}): Promise<Response> {
-  return fetch(`${lab.apiUrl}${pathname}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${lab.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-}
-
-async function check(id: string): Promise<Answer> {
-  const res = await api(`/api/checks/${id}`);
-  expect(res.status, await res.clone().text()).toBe(200);
-  return (await res.json()) as Answer;
-}
+const reset = () => apiPost(lab, '/api/reset', { lesson: SLUG });
+const check = async (id: string) => (await checkThroughApi(lab, [id]))[0];
 
 /** Sends `n` GETs to /api/ through the proxy and waits until the proxy reported each of them. */
 async function sendAndSee(n: number): Promise<void> {
@@ -64,14 +40,10 @@ async function sendAndSee(n: number): Promise<void> {
 }
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-lesson01-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+  lab = await startTestLab('lab-lesson01-');
 });
 
-afterAll(async () => {
-  await lab?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
-});
+afterAll(() => lab?.stop());
 
 describe(`lesson ${SLUG}`, () => {
   it('exists and declares its three checks', () => {
@@ -82,7 +54,7 @@ describe(`lesson ${SLUG}`, () => {
   describe.each(engines)('on %s', (engine) => {
     it('every check fails on the starting topology, each with its sentence', async () => {
       await lab.lab.switchProxy(engine);
-      expect((await api('/api/reset', { lesson: SLUG })).status).toBe(200);
+      await reset();
       expect(lab.lab.status().proxy.driver).toBe(engine);
       const results = await Promise.all(lesson!.checks.map((id) => check(id)));
       for (const r of results) expect(r.ok, `${r.id}: ${r.message}`).toBe(false);
@@ -113,7 +85,7 @@ describe(`lesson ${SLUG}`, () => {
     });
 
     it('weighted-shares: weights 3:1:1 and 50 requests pass; under least-connections 50 more fail it', async () => {
-      expect((await api('/api/reset', { lesson: SLUG })).status).toBe(200);
+      await reset();
       const [first] = lab.lab.status().services.find((s) => s.name === 'web_dynamic')!.instances;
       await lab.lab.setWeight(first.hostname, 3);
       const none = await check('weighted-shares');

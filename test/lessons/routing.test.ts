@@ -5,31 +5,18 @@
  * side-by-side configurations (GET /api/proxy/configs) and the lesson check.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startLab, type RunningLab } from '../../server/compose.ts';
+import { type RunningLab } from '../../server/compose.ts';
 import { loadLessons } from '../../server/lessons.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
-import type { DriverName, Route } from '../../lab/topology.ts';
+import type { Route } from '../../lab/topology.ts';
 import type { LabStatus, ProxyConfigsView, RouteTestResult } from '../../server/protocol.ts';
+import { api as apiOf, enginesPresent, startTestLab } from '../support/lab-server.ts';
 
 const lesson = loadLessons().find((l) => l.slug === '07-routing');
-const haproxy = await HaproxyDriver.available();
-const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
-if (!haproxy.ok) console.log(`lesson 07 on haproxy: skipped because ${haproxy.reason}`);
+const engines = await enginesPresent(`lesson 07`);
 
 let lab: RunningLab;
-let stateDir: string;
 
-async function api<T = LabStatus>(pathname: string, body?: unknown): Promise<{ status: number; json: T & { error?: string } }> {
-  const res = await fetch(`${lab.apiUrl}${pathname}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { authorization: `Bearer ${lab.token}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, json: (await res.json()) as T & { error?: string } };
-}
+const api = <T = LabStatus>(pathname: string, body?: unknown) => apiOf<T>(lab, pathname, body);
 
 async function send(host: string, target: string): Promise<RouteTestResult> {
   const r = await api<RouteTestResult>('/api/route-test', { host, path: target });
@@ -58,14 +45,10 @@ const START: Array<Partial<Route>> = [
 const withStrip = (routes: Array<Partial<Route>>) => routes.map((r) => (r.pathPrefix === '/api/' ? { ...r, stripPrefix: true } : r));
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-lesson07-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+  lab = await startTestLab('lab-lesson07-');
 });
 
-afterAll(async () => {
-  await lab?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
-});
+afterAll(() => lab?.stop());
 
 describe('lesson 07-routing front matter', () => {
   it('starts with web_static and web_dynamic on demo.localhost (/api/ not stripped) and api.localhost', () => {

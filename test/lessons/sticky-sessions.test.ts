@@ -3,38 +3,23 @@
  * round-robin: the login is lost) and pass once sticky sessions are on, on every engine present.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startLab, type RunningLab } from '../../server/compose.ts';
+import { type RunningLab } from '../../server/compose.ts';
 import { loadLessons } from '../../server/lessons.ts';
-import { CHECKS } from '../../lab/checks.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
-import type { DriverName } from '../../lab/topology.ts';
+import { enginesPresent, runChecks as runChecksOf, startTestLab } from '../support/lab-server.ts';
 
 const SLUG = '02-sticky-sessions';
 const lesson = loadLessons().find((l) => l.slug === SLUG);
-const haproxy = await HaproxyDriver.available();
-const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
-if (!haproxy.ok) console.log(`lesson ${SLUG} on haproxy: skipped because ${haproxy.reason}`);
+const engines = await enginesPresent(`lesson ${SLUG}`);
 
 let lab: RunningLab;
-let stateDir: string;
 
-async function runChecks() {
-  const status = lab.lab.status();
-  return Promise.all(lesson!.checks.map((id) => CHECKS.get(id)!.run({ proxyBase: `http://127.0.0.1:${status.proxy.port}`, status })));
-}
+const runChecks = () => runChecksOf(lab, lesson!.checks);
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-lesson02-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+  lab = await startTestLab('lab-lesson02-');
 });
 
-afterAll(async () => {
-  await lab.stop();
-  rmSync(stateDir, { recursive: true, force: true });
-});
+afterAll(() => lab.stop());
 
 describe(`lesson ${SLUG}`, () => {
   it('exists and declares checks', () => {

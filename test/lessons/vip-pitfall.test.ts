@@ -5,45 +5,25 @@
  * against the real proxies.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startLab, type RunningLab } from '../../server/compose.ts';
+import { type RunningLab } from '../../server/compose.ts';
 import { loadLessons } from '../../server/lessons.ts';
-import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
-import type { DriverName } from '../../lab/topology.ts';
+import { apiPost, checkThroughApi, enginesPresent, startTestLab } from '../support/lab-server.ts';
 
 const SLUG = '06-vip-pitfall';
 const lesson = loadLessons().find((l) => l.slug === SLUG);
-const haproxy = await HaproxyDriver.available();
-const engines: DriverName[] = haproxy.ok ? ['embedded', 'haproxy'] : ['embedded'];
-if (!haproxy.ok) console.log(`lesson ${SLUG} on haproxy: skipped because ${haproxy.reason}`);
+const engines = await enginesPresent(`lesson ${SLUG}`);
 
 let lab: RunningLab;
-let stateDir: string;
 
-async function post<T>(pathname: string, body: unknown = {}): Promise<T> {
-  const res = await fetch(`${lab.apiUrl}${pathname}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${lab.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  expect(res.status, text).toBe(200);
-  return JSON.parse(text) as T;
-}
+const post = <T>(pathname: string, body?: unknown) => apiPost<T>(lab, pathname, body);
 
-const checkAll = () => Promise.all(lesson!.checks.map((id) => post<{ id: string; ok: boolean; message: string }>(`/api/checks/${id}`)));
+const checkAll = () => checkThroughApi(lab, lesson!.checks);
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-lesson06-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+  lab = await startTestLab('lab-lesson06-');
 });
 
-afterAll(async () => {
-  await lab?.stop();
-  rmSync(stateDir, { recursive: true, force: true });
-});
+afterAll(() => lab?.stop());
 
 describe(`lesson ${SLUG}`, () => {
   it('exists and declares its check', () => {
