@@ -7,7 +7,7 @@ import path from 'node:path';
 import { EventBus } from '../lab/events.ts';
 import { Lab } from '../lab/lab.ts';
 import { EmbeddedProxy } from '../lab/proxy/embedded/embedded-proxy.ts';
-import type { Topology } from '../lab/topology.ts';
+import { Topology } from '../lab/topology.ts';
 import type { ImageBuildProgressed } from '../lab/events.ts';
 import { createRuntime, type RuntimeName } from './runtimes.ts';
 import { createLabServer } from './app.ts';
@@ -71,6 +71,24 @@ export interface RunningLab {
   stop(): Promise<void>;
 }
 
+/**
+ * The starting topology of a lab that runs next to `docker compose up` (LAB_COMPOSE_PROJECT): no
+ * replica of its own (Compose's are adopted, each adding one to its service's count), and the routes
+ * docker-compose.yml gives Traefik, without its Host rule: `/api/` -> web_dynamic and `/session/` ->
+ * session_php (prefix stripped), `/app/` -> spring_app, `/` -> web_static.
+ */
+export function composeTopology(): Topology {
+  return Topology.parse({
+    services: { web_static: { replicas: 0 }, web_dynamic: { replicas: 0 }, session_php: { replicas: 0 }, spring_app: { replicas: 0 } },
+    routes: [
+      { service: 'web_dynamic', pathPrefix: '/api/', stripPrefix: true },
+      { service: 'session_php', pathPrefix: '/session/', stripPrefix: true },
+      { service: 'spring_app', pathPrefix: '/app/' },
+      { service: 'web_static', pathPrefix: '/' },
+    ],
+  });
+}
+
 /** Starts a whole lab. Rejects with a sentence (port in use, a replica that cannot start). */
 export async function startLab(config: LabConfig): Promise<RunningLab> {
   const sessionId = randomBytes(6).toString('hex');
@@ -97,7 +115,8 @@ export async function startLab(config: LabConfig): Promise<RunningLab> {
     bus,
     sessionId,
     proxyListen: { host: config.host, port: config.proxyPort },
-    topology: config.topology,
+    // Next to Docker Compose, the replicas are Compose's: the lab starts none of its own and adopts them.
+    topology: config.topology ?? (config.composeProject ? composeTopology() : undefined),
   });
   const server = createLabServer({
     lab,
