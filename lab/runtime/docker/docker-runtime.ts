@@ -153,6 +153,17 @@ interface Replica {
   adopted: boolean;
 }
 
+/**
+ * A replica record as it starts: not ready, not exited, nothing followed or waited for; with the
+ * function that resolves its `gone`.
+ */
+function newReplica(init: Pick<Replica, 'spec' | 'hooks' | 'name' | 'container' | 'containerId' | 'ip' | 'adopted'>): { replica: Replica; resolveGone: () => void } {
+  let resolveGone!: () => void;
+  const gone = new Promise<void>((r) => (resolveGone = r));
+  const replica: Replica = { ...init, stopRequested: false, gone, follower: null, waiters: new Set(), tail: [], exited: false, ready: false, faultSeq: 0 };
+  return { replica, resolveGone };
+}
+
 /** The network this runtime's replicas share. */
 interface LabNetwork {
   id: string;
@@ -406,24 +417,7 @@ export class DockerRuntime implements BackendRuntime {
       throw new Error(`${label} was stopped before it was ready.`);
     }
     const containerId = container.id.slice(0, 12);
-    let resolveGone!: () => void;
-    const replica: Replica = {
-      spec,
-      hooks,
-      name,
-      container,
-      containerId,
-      ip,
-      stopRequested: false,
-      gone: new Promise<void>((r) => (resolveGone = r)),
-      follower: null,
-      waiters: new Set(),
-      tail: [],
-      exited: false,
-      ready: false,
-      faultSeq: 0,
-      adopted: false,
-    };
+    const { replica, resolveGone } = newReplica({ spec, hooks, name, container, containerId, ip, adopted: false });
     this.#replicas.set(spec.hostname, replica);
     this.#lastIp.delete(spec.hostname);
 
@@ -668,24 +662,15 @@ export class DockerRuntime implements BackendRuntime {
     if (!ip) throw new Error(`Container ${id.slice(0, 12)} has no address the lab can reach.`);
     const hostname = info.Config.Hostname || id.slice(0, 12);
     if (this.#replicas.has(hostname)) return;
-    let resolveGone!: () => void;
-    const replica: Replica = {
+    const { replica, resolveGone } = newReplica({
       spec: { service, hostname },
       hooks: { onLog: () => {}, onExit: () => {} },
       name: info.Name.replace(/^\//, ''),
       container,
       containerId: id.slice(0, 12),
       ip,
-      stopRequested: false,
-      gone: new Promise<void>((r) => (resolveGone = r)),
-      follower: null,
-      waiters: new Set(),
-      tail: [],
-      exited: false,
-      ready: false,
-      faultSeq: 0,
       adopted: true,
-    };
+    });
     let exited = false;
     const waited = container.wait().then((r: { StatusCode?: number }) => r.StatusCode ?? null, () => null);
     void waited.then(() => (exited = true));
