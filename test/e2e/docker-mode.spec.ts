@@ -6,8 +6,8 @@
  * Teardown (lab-fixture.ts) checks that no container or network of the lab is left.
  * Skipped, saying why, without a Docker engine (fails instead with LAB_REQUIRE_DOCKER=1).
  */
-import type { FrameLocator, Locator, Page } from '@playwright/test';
 import { connectDocker } from '../../lab/runtime/docker/docker-client.ts';
+import { fetchDynamic, replicaList } from './helpers.ts';
 import { test, expect } from './lab-fixture.ts';
 
 const docker = await connectDocker().then(
@@ -17,27 +17,6 @@ const docker = await connectDocker().then(
 if (docker && process.env.LAB_REQUIRE_DOCKER === '1') throw new Error(`LAB_REQUIRE_DOCKER=1 but ${docker}`);
 
 test.use({ labArgs: ['--runtime', 'docker'] });
-
-async function fetchDynamic(frame: FrameLocator, n: number): Promise<string[]> {
-  const button = frame.getByTestId('fetch-dynamic');
-  const newest = frame.getByTestId('dynamic-history').locator('li').first();
-  const hosts: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const before = (await newest.count()) ? await newest.locator('.n').textContent() : '#0';
-    const next = `#${Number(before?.slice(1) ?? 0) + 1}`;
-    await expect(button).toBeEnabled();
-    await button.click();
-    await expect(newest.locator('.n')).toHaveText(next);
-    hosts.push((await newest.locator('.host').textContent())!.trim());
-  }
-  return hosts;
-}
-
-async function replicaList(page: Page, service: string): Promise<Locator> {
-  const list = page.locator(`[data-testid=replica-list][data-service=${service}]`);
-  await expect(list).toHaveCount(1);
-  return list;
-}
 
 test('Docker mode: the round-robin lesson over containers, scale, kill, fault, logs, HAProxy in a container', async ({ page, lab }) => {
   test.skip(docker !== null, `Docker mode e2e skipped: ${docker}`);

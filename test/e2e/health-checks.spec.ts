@@ -4,19 +4,10 @@
  * the active health check switched on from the page, the replica marked DOWN and the failures
  * stopping, the lesson's check passing, and the replica back UP after a restart.
  */
-import { execFileSync } from 'node:child_process';
 import type { Locator, Page } from '@playwright/test';
+import { haproxyMissing } from './helpers.ts';
 import { test, expect } from './lab-fixture.ts';
 import type { RunningLab } from './lab-fixture.ts';
-
-function haproxyMissing(): string | null {
-  try {
-    execFileSync('haproxy', ['-v'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'haproxy is not installed (apt-get install haproxy): the HAProxy run of the health-checks test is skipped.';
-  }
-}
 
 const rowsOf = (load: Locator) => load.getByTestId('load-row');
 const numberAttr = async (el: Locator, name: string) => Number(await el.getAttribute(name));
@@ -155,7 +146,7 @@ test('health checks: crash under load, failures, the check takes the replica out
 });
 
 test('health checks: the same on HAProxy (503, fall/rise)', async ({ page, lab }) => {
-  const missing = haproxyMissing();
+  const missing = haproxyMissing('the HAProxy run of the health-checks test');
   if (missing) console.log(missing);
   test.skip(missing !== null, missing ?? '');
   await run(page, lab, 'haproxy');

@@ -2,33 +2,12 @@
  * The Round-robin lesson in a real Chromium against the real lab: every claim the lesson makes
  * is checked here against the real proxy and real replicas.
  */
-import type { FrameLocator, Locator, Page } from '@playwright/test';
+import type { Locator } from '@playwright/test';
+import { fetchDynamic, replicaList } from './helpers.ts';
 import { test, expect } from './lab-fixture.ts';
-
-/** Clicks "Fetch web_dynamic" `n` times in the demo page; returns the hostname of each answer, in order. */
-async function fetchDynamic(frame: FrameLocator, n: number): Promise<string[]> {
-  const button = frame.getByTestId('fetch-dynamic');
-  const newest = frame.getByTestId('dynamic-history').locator('li').first();
-  const hosts: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const before = (await newest.count()) ? await newest.locator('.n').textContent() : '#0';
-    const next = `#${Number(before?.slice(1) ?? 0) + 1}`;
-    await expect(button).toBeEnabled();
-    await button.click();
-    await expect(newest.locator('.n')).toHaveText(next);
-    hosts.push((await newest.locator('.host').textContent())!.trim());
-  }
-  return hosts;
-}
 
 const rowsOf = (list: Locator) => list.getByTestId('replica-row');
 const hostnamesOf = (list: Locator) => rowsOf(list).evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.hostname!));
-
-async function replicaList(page: Page, service: string): Promise<Locator> {
-  const list = page.locator(`[data-testid=replica-list][data-service=${service}]`);
-  await expect(list).toHaveCount(1);
-  return list;
-}
 
 test('round-robin: rotation, scaling, killing, logs', async ({ page, lab }) => {
   await page.goto(lab.url);

@@ -5,18 +5,9 @@
  * Host-less /api/ rule loses to the longer Host rule (and a bad host is refused on the page); the
  * configuration panel shows HAProxy's and Traefik's versions; then the same on HAProxy.
  */
-import { execFileSync } from 'node:child_process';
 import type { Locator } from '@playwright/test';
+import { haproxyMissing } from './helpers.ts';
 import { test, expect } from './lab-fixture.ts';
-
-function haproxyMissing(): string | null {
-  try {
-    execFileSync('haproxy', ['-v'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'haproxy is not installed (apt-get install haproxy): the HAProxy half of the routing test is skipped.';
-  }
-}
 
 /** Sends one request with the tester's form (typed, then Enter) and waits for its answer. */
 async function send(tester: Locator, host: string, path: string) {
@@ -142,7 +133,7 @@ test('routing lesson: the tester shows router and stripped path, the editor stri
 
   await page.screenshot({ path: 'test-results/routing-lesson-embedded.png', fullPage: true });
 
-  const missing = haproxyMissing();
+  const missing = haproxyMissing('the HAProxy half of the routing test');
   if (missing) console.log(missing);
   else {
     const selector = page.getByTestId('proxy-selector');

@@ -4,8 +4,8 @@
  * without a cookie jar, header hashing measured, and the same login check on HAProxy with its
  * Runtime API console. Every claim the lesson makes about what the page shows is checked here.
  */
-import { execFileSync } from 'node:child_process';
 import type { FrameLocator, Locator, Page } from '@playwright/test';
+import { haproxyMissing } from './helpers.ts';
 import { test, expect, type RunningLab } from './lab-fixture.ts';
 
 interface Answer {
@@ -65,15 +65,6 @@ async function lastSetCookieId(page: Page, service: string): Promise<number> {
   const el = proxySetCookie(page, service);
   if ((await el.count()) === 0) return 0;
   return Number(await el.getAttribute('data-request-id'));
-}
-
-function haproxyMissing(): string | null {
-  try {
-    execFileSync('haproxy', ['-v'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'haproxy is not installed (apt-get install haproxy): the HAProxy half of the sticky test is skipped.';
-  }
 }
 
 async function openLesson(page: Page, lab: RunningLab) {
@@ -242,7 +233,7 @@ test('sticky sessions: login lost behind round-robin, sticky cookie, delete, kil
   await hash.screenshot({ path: 'test-results/sticky-hash-movement.png' });
 
   // ---- Step 7: the same on HAProxy.
-  const missing = haproxyMissing();
+  const missing = haproxyMissing('the HAProxy half of the sticky test');
   if (missing) {
     console.log(missing);
     test.info().annotations.push({ type: 'skipped part', description: missing });

@@ -3,8 +3,8 @@
  * proxy and then on HAProxy through the engine selector: weights 3:1:1 give shares of about
  * 3/5, 1/5, 1/5 over 50 requests; least-connections with one request at a time takes turns.
  */
-import { execFileSync } from 'node:child_process';
 import type { Locator } from '@playwright/test';
+import { haproxyMissing } from './helpers.ts';
 import { test, expect } from './lab-fixture.ts';
 
 /** Sends the burst with the widget and returns the count per replica. */
@@ -18,15 +18,6 @@ async function burst(widget: Locator): Promise<Record<string, number>> {
     els.map((e) => [(e as HTMLElement).dataset.hostname!, Number((e as HTMLElement).dataset.count)] as const),
   );
   return Object.fromEntries(rows);
-}
-
-function haproxyMissing(): string | null {
-  try {
-    execFileSync('haproxy', ['-v'], { stdio: 'ignore' });
-    return null;
-  } catch {
-    return 'haproxy is not installed (apt-get install haproxy): the HAProxy half of the weights test is skipped.';
-  }
 }
 
 async function check(engine: string, heavy: string, others: string[], widget: Locator, algorithm: Locator) {
@@ -78,7 +69,7 @@ test('round-robin lesson, weights and least-connections, on the embedded proxy a
   await check('embedded', heavy, others, widget, algorithm);
   await page.locator('section.api-burst').screenshot({ path: 'test-results/weights-burst-embedded.png' });
 
-  const missing = haproxyMissing();
+  const missing = haproxyMissing('the HAProxy half of the weights test');
   if (missing) {
     console.log(missing);
     test.info().annotations.push({ type: 'skipped part', description: missing });
