@@ -3,41 +3,27 @@
  * real server in front of a real lab (process runtime, real replicas, real proxies).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startLab, type RunningLab } from '../../server/compose.ts';
+import { type RunningLab } from '../../server/compose.ts';
 import { io } from 'socket.io-client';
 import type { EventBatch, LabStatus, ProxyInfo } from '../../server/protocol.ts';
 import type { BurstResult, HashMovementResult } from '../../lab/experiments.ts';
 import { HaproxyDriver } from '../../lab/proxy/haproxy/haproxy-driver.ts';
 import { TraefikDriver } from '../../lab/proxy/traefik/traefik-driver.ts';
 import { TRAEFIK_MISSING } from '../../lab/proxy/traefik/traefik-host.ts';
+import { api as apiOf, startTestLab } from '../support/lab-server.ts';
 
 let lab: RunningLab;
-let stateDir: string;
 
-async function api<T = LabStatus>(pathname: string, body?: unknown): Promise<{ status: number; json: T & { error?: string } }> {
-  const res = await fetch(`${lab.apiUrl}${pathname}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { authorization: `Bearer ${lab.token}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, json: (await res.json()) as T & { error?: string } };
-}
+const api = <T = LabStatus>(pathname: string, body?: unknown) => apiOf<T>(lab, pathname, body);
 
 const burst = (body: object) => api<{ results: BurstResult[] }>('/api/probe', body);
 const hosts = (rs: BurstResult[]) => rs.map((r) => r.servedBy);
 
 beforeAll(async () => {
-  stateDir = mkdtempSync(path.join(tmpdir(), 'lab-settings-'));
-  lab = await startLab({ host: '127.0.0.1', port: 0, proxyPort: 0, stateDir });
+  lab = await startTestLab('lab-settings-');
 });
 
-afterAll(async () => {
-  await lab.stop();
-  rmSync(stateDir, { recursive: true, force: true });
-});
+afterAll(() => lab.stop());
 
 describe('settings', () => {
   it('refuses bad settings with a 400 that names the field, and changes nothing', async () => {
