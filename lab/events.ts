@@ -136,6 +136,17 @@ export interface LogLine {
   at: number;
 }
 
+/**
+ * A proxy process the lab did not ask to stop has exited (HAProxy or Traefik killed from outside,
+ * or crashed): the proxy is down until the lab starts it again (`reset`). Emitted by the driver.
+ */
+export interface ProxyExited {
+  driver: string;
+  /** e.g. `signal SIGKILL`, `exit code 1`. */
+  reason: string;
+  at: number;
+}
+
 /** Emitted after any change of desired or actual state (scale, kill, reset, crash). */
 export interface TopologyChanged {
   at: number;
@@ -171,6 +182,7 @@ export interface LabEvents {
   'replica:health-changed': ReplicaHealthChanged;
   'healthcheck:probed': HealthcheckProbed;
   'proxy:applied': ProxyApplied;
+  'proxy:exited': ProxyExited;
   'log:line': LogLine;
   'lab:changed': TopologyChanged;
   'load:ticked': LoadTicked;

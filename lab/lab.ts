@@ -120,6 +120,8 @@ export class Lab {
   /** Connections a backend reported (`<hostname> <peer>` -> event id), for hops no one else reports. */
   readonly #backendConns = new Map<string, { id: string; remote: string }>();
   #backendConnSeq = 0;
+  /** Why the proxy's process died on its own (`proxy:exited`), until reset or switchProxy starts one again; null while it runs. */
+  #proxyDown: string | null = null;
 
   constructor(options: LabOptions) {
     this.#o = options;
@@ -143,6 +145,12 @@ export class Lab {
         this.#requestsTotal++;
         const replica = r.replica ? this.#replicas.get(r.replica) : undefined;
         if (replica && r.status > 0 && !r.error) replica.requests++;
+      }),
+      this.#o.bus.on('proxy:exited', (e) => {
+        if (this.#stopping || e.driver !== this.#proxy.name) return;
+        this.#proxyDown = e.reason;
+        this.#log(`the ${e.driver} proxy died (${e.reason}): nothing answers on port ${this.#proxyPort}; reset starts it again`);
+        this.#changed(`proxy down ${e.driver}`);
       }),
       this.#o.bus.on('replica:health-changed', (e) => {
         const replica = this.#replicas.get(e.hostname);
@@ -262,7 +270,7 @@ export class Lab {
    */
   reset(topology?: Topology, lesson: string | null = null): Promise<LabStatus> {
     const next = topology ? Topology.parse(topology) : defaultTopology();
-    return this.#enqueue(async () => {
+    return this.#enqueueWhileProxyDown(async () => {
       this.#log(lesson ? `reset to the start of lesson ${lesson}` : 'reset');
       const old = [...this.#replicas.values()];
       // Out of the books at once: their slots are free for the new replicas, and the next pool
@@ -283,7 +291,8 @@ export class Lab {
       // it (a server added live gets no keep-alive reuse in HAProxy 2.6: docs/ARCHITECTURE.md).
       const spawning = this.#spawnAll(next);
       const clearing = (async () => {
-        await this.#applyProxy();
+        if (this.#proxyDown) await this.#restartProxy();
+        else await this.#applyProxy();
         await Promise.all(
           old.map(async (r) => {
             await this.#o.runtime.stop(r.hostname, { signal: 'SIGKILL' });
@@ -412,7 +421,7 @@ export class Lab {
    *   current settings use (the message says which).
    */
   switchProxy(name: DriverName): Promise<LabStatus> {
-    return this.#enqueue(async () => {
+    return this.#enqueueWhileProxyDown(async () => {
       if (name === this.#proxy.name) return this.status();
       if (!this.#o.proxyFactory) throw new LabError('This lab was started without other proxy engines.', 'conflict');
       const next = await this.#o.proxyFactory(name);
@@ -430,6 +439,7 @@ export class Lab {
         this.#proxyPort = await old.start(this.#config());
         throw new LabError(`The ${name} proxy could not start, so ${old.name} is back: ${(err as Error).message}`, 'failed');
       }
+      this.#proxyDown = null;
       this.#emitApplied();
       this.#log(`proxy ${old.name} -> ${name} on port ${this.#proxyPort}`);
       this.#changed(`proxy ${name}`);
@@ -616,6 +626,7 @@ export class Lab {
         pingUrl: this.#proxy.pingUrl ?? null,
         port: this.#proxyPort,
         url: `http://${host}:${this.#proxyPort}/`,
+        down: this.#proxyDown,
       },
       services: SERVICE_NAMES.filter((s) => this.#topology.services[s] !== undefined).map((name) => ({
         name,
@@ -688,10 +699,20 @@ export class Lab {
     return [...this.#replicas.values()].filter((r) => r.service === service);
   }
 
-  /** Runs operations one at a time, in call order; a failed one does not block the next. */
-  #enqueue<T>(op: () => Promise<T>): Promise<T> {
+  /**
+   * Runs operations one at a time, in call order; a failed one does not block the next. While the
+   * proxy is down, only operations that start it again (`whileProxyDown`: reset, switchProxy) run;
+   * the others are refused with a sentence before they change anything.
+   */
+  #enqueue<T>(op: () => Promise<T>, whileProxyDown = false): Promise<T> {
     if (this.#stopping) return Promise.reject(new LabError('The lab is stopping.', 'conflict'));
-    const run = this.#queue.then(op, op);
+    const guarded = whileProxyDown
+      ? op
+      : () => {
+          if (this.#proxyDown) throw this.#downError();
+          return op();
+        };
+    const run = this.#queue.then(guarded, guarded);
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -913,9 +934,29 @@ export class Lab {
 
   async #applyProxy(): Promise<void> {
     if (this.#stopping) return;
+    if (this.#proxyDown) throw this.#downError();
     await this.#syncVips();
     await this.#proxy.apply(this.#config());
     this.#emitApplied();
+  }
+
+  /** #enqueue for the operations that start the proxy again (reset, switchProxy). */
+  #enqueueWhileProxyDown<T>(op: () => Promise<T>): Promise<T> {
+    return this.#enqueue(op, true);
+  }
+
+  #downError(): LabError {
+    return new LabError(`The ${this.#proxy.name} proxy is down (${this.#proxyDown}); \`reset\` starts it again.`, 'conflict');
+  }
+
+  /** Starts the proxy that died on its own again, on the same port, with the current configuration. */
+  async #restartProxy(): Promise<void> {
+    const reason = this.#proxyDown;
+    await this.#syncVips();
+    this.#proxyPort = await this.#proxy.start(this.#config());
+    this.#proxyDown = null;
+    this.#emitApplied();
+    this.#log(`the ${this.#proxy.name} proxy is back on port ${this.#proxyPort} (it had died: ${reason})`);
   }
 
   /** Extra environment of a service's new replicas: its keep-alive timeout when the topology sets one. */

@@ -69,6 +69,11 @@ export interface LabStatus {
     port: number;
     /** e.g. http://localhost:8080/ */
     url: string;
+    /**
+     * null while the proxy runs; else why its process died on its own (HAProxy or Traefik killed
+     * from outside, e.g. `signal SIGKILL`): nothing answers on the port until `reset` starts it again.
+     */
+    down: string | null;
   };
   services: ServiceStatus[];
   topology: Topology;

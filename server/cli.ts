@@ -104,6 +104,7 @@ function userPath(file: string): string {
 /** Human-readable status table. */
 export function formatStatus(s: LabStatus): string {
   const lines = [`Proxy: ${s.proxy.driver} at ${s.proxy.url}   runtime: ${s.runtime}   requests: ${s.requestsTotal}`];
+  if (s.proxy.down) lines.push(`PROXY DOWN: ${s.proxy.driver} died (${s.proxy.down}); nothing answers on port ${s.proxy.port}. \`reset\` starts it again.`);
   if (s.lesson) lines.push(`Lesson set up: ${s.lesson}`);
   const t = s.topology.proxy;
   lines.push(`Balancing: ${t.algorithm}${t.algorithm === 'hash' ? ` on ${t.hashHeader} (${t.hashType})` : ''}, sticky ${t.sticky ? `on${t.stickyCookie ? ` (cookie ${t.stickyCookie})` : ''}` : 'off'}`);
@@ -320,6 +321,10 @@ program
   .option('--path <path>', 'path through the proxy', '/api/')
   .description('start a steady load through the proxy; the page charts it')
   .action(async (o: { rate: string; seconds: string; path: string }) => {
+    // Decimal digits only: Number() would also take "0x10", "1e1" or " " (found by test/server/cli-fuzz.test.ts).
+    for (const [flag, value] of [['--rate', o.rate], ['--seconds', o.seconds]] as const) {
+      if (!/^\d{1,6}$/.test(value)) throw new CliError(`${flag} takes a whole number such as ${flag === '--rate' ? '20' : '15'}; got "${value.slice(0, 40)}".`, 2);
+    }
     const r = await call<{ runId: string }>(target(program.opts()), 'POST', '/api/load', { rate: Number(o.rate), seconds: Number(o.seconds), path: o.path });
     console.log(`Load ${r.runId} started: ${o.rate} req/s for ${o.seconds} s on ${o.path}.`);
   });

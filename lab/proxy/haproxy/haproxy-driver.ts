@@ -166,6 +166,8 @@ export class HaproxyDriver implements ProxyDriver {
   #starting = false;
   #stopping = false;
   #stopped: Promise<void> | null = null;
+  /** The removal of what a HAProxy that died on its own left (workers, a container); start() awaits it. */
+  #died: Promise<void> = Promise.resolve();
   /** apply() and mutating console commands run one at a time, in order. */
   #queue: Promise<unknown> = Promise.resolve();
   /** A console command changed the running state: the next apply() reloads to restore haproxy.cfg. */
@@ -324,6 +326,7 @@ export class HaproxyDriver implements ProxyDriver {
     if (this.#running || this.#starting) throw new Error(`HAProxy is already started (port ${this.#running?.port ?? 'pending'}); stop it first.`);
     this.#starting = true;
     try {
+      await this.#died;
       const found = await this.#host.version();
       if (!found.ok) throw new Error(found.reason);
       fs.mkdirSync(this.#workDir, { recursive: true, mode: 0o700 });
@@ -408,8 +411,11 @@ export class HaproxyDriver implements ProxyDriver {
       this.#stopPolling();
       fs.rmSync(this.#socketPath, { force: true });
       // Workers that outlived their master (or the container left behind) go too.
-      void proc.stop(0).catch((err: unknown) => this.#note('stderr', `[lab] ${errorText(err)}`));
-      this.#note('stderr', `HAProxy exited unexpectedly (${info.signal ? `signal ${info.signal}` : `exit code ${info.code}`}); the proxy is down until it is started again.`);
+      this.#died = proc.stop(0).catch((err: unknown) => this.#note('stderr', `[lab] ${errorText(err)}`));
+      const reason = info.signal ? `signal ${info.signal}` : `exit code ${info.code}`;
+      this.#note('stderr', `HAProxy exited unexpectedly (${reason}); the proxy is down until it is started again.`);
+      // The Lab shows it in its status and starts HAProxy again on reset.
+      this.#bus.emit('proxy:exited', { driver: this.name, reason, at: Date.now() });
     });
   }
 

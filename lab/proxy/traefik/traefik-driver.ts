@@ -364,7 +364,9 @@ export class TraefikDriver implements ProxyDriver {
       // Not asked to stop: Traefik died (killed from outside, or crashed).
       this.#running = null;
       this.#stopPolling();
-      this.#note('stderr', `Traefik exited unexpectedly (${info.signal ? `signal ${info.signal}` : `exit code ${info.code}`}); the proxy is down until it is started again.`);
+      const reason = info.signal ? `signal ${info.signal}` : `exit code ${info.code}`;
+      this.#note('stderr', `Traefik exited unexpectedly (${reason}); the proxy is down until it is started again.`);
+      this.#bus.emit('proxy:exited', { driver: this.name, reason, at: Date.now() });
     });
   }
 
