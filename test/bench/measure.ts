@@ -187,7 +187,10 @@ export function machineCpuMs(): { busy: number; total: number } {
  * CPU use during `work`, in % of one core: each named group of pids, and the rest of the machine
  * (the load generator, this bench, anything else running).
  */
-export async function cpuDuring<T>(groups: Record<string, number[]>, work: () => Promise<T>): Promise<{ result: T; cpuPercentOfOneCore: Record<string, number> }> {
+export async function cpuDuring<T>(
+  groups: Record<string, number[]>,
+  work: () => Promise<T>,
+): Promise<{ result: T; cpuPercentOfOneCore: Record<string, number>; cpuMsUsed: Record<string, number> }> {
   const sum = (pids: number[]) => pids.reduce((n, p) => n + (cpuMs(p) || 0), 0);
   const before = Object.fromEntries(Object.entries(groups).map(([k, pids]) => [k, sum(pids)]));
   const m0 = machineCpuMs();
@@ -196,15 +199,17 @@ export async function cpuDuring<T>(groups: Record<string, number[]>, work: () =>
   const wall = performance.now() - t0;
   const m1 = machineCpuMs();
   const pct: Record<string, number> = {};
+  const cpuMsUsed: Record<string, number> = {};
   let named = 0;
   for (const [k, pids] of Object.entries(groups)) {
     const used = sum(pids) - before[k];
+    cpuMsUsed[k] = used;
     named += used;
     pct[k] = Math.round((used / wall) * 100);
   }
   pct.restOfMachine = Math.max(0, Math.round(((m1.busy - m0.busy - named) / wall) * 100));
   pct.machineIdle = Math.max(0, Math.round((((m1.total - m0.total) - (m1.busy - m0.busy)) / wall) * 100));
-  return { result, cpuPercentOfOneCore: pct };
+  return { result, cpuPercentOfOneCore: pct, cpuMsUsed };
 }
 
 // ------------------------------------------------------------------------------------ profile
