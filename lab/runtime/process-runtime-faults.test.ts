@@ -13,7 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ProbeClient } from '../probe-client.ts';
-import type { Fault, ReplicaHandle, ReplicaHooks } from '../seams.ts';
+import type { Fault, ReplicaHandle } from '../seams.ts';
+import { recorder } from '../../test/support/replica-recorder.ts';
 import type { ServiceName } from '../topology.ts';
 import { ProcessRuntime, type ProcessRuntimeOptions } from './process-runtime.ts';
 
@@ -35,48 +36,6 @@ function newRuntime(opts: Partial<ProcessRuntimeOptions> = {}): ProcessRuntime {
   const runtime = new ProcessRuntime({ sessionId: `f${process.pid}-${++counter}`, stateDir, ...opts });
   runtimes.push(runtime);
   return runtime;
-}
-
-interface ExitRecord {
-  code: number | null;
-  signal: string | null;
-  expected: boolean;
-}
-
-/** Hooks that keep every line and exit, with promises for "a line matching" and "the exit". */
-function recorder() {
-  const lines: string[] = [];
-  const exits: ExitRecord[] = [];
-  const waiters: { re: RegExp; resolve: (text: string) => void }[] = [];
-  let resolveExit!: (e: ExitRecord) => void;
-  const exited = new Promise<ExitRecord>((resolve) => (resolveExit = resolve));
-  const hooks: ReplicaHooks = {
-    onLog(_stream, text) {
-      lines.push(text);
-      for (const w of [...waiters]) {
-        if (w.re.test(text)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(text);
-        }
-      }
-    },
-    onExit(info) {
-      exits.push(info);
-      resolveExit(info);
-    },
-  };
-  return {
-    hooks,
-    lines,
-    exits,
-    exited,
-    /** The first line matching `re` after `from` lines (already seen or still coming). */
-    line(re: RegExp, from = 0): Promise<string> {
-      const seen = lines.slice(from).find((l) => re.test(l));
-      if (seen !== undefined) return Promise.resolve(seen);
-      return new Promise((resolve) => waiters.push({ re, resolve }));
-    },
-  };
 }
 
 function isGone(pid: number): boolean {

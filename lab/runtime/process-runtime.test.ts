@@ -11,7 +11,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
-import type { ReplicaHooks } from '../seams.ts';
+import { recorder } from '../../test/support/replica-recorder.ts';
 import { ProcessRuntime, type ProcessRuntimeOptions } from './process-runtime.ts';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./test-fixtures/${name}`, import.meta.url));
@@ -38,48 +38,6 @@ const HAS_PHP = (() => {
   }
 })();
 if (!HAS_PHP) console.warn('php (with its session extension) is not on PATH: the php -S tests of session_php are skipped.');
-
-interface ExitRecord {
-  code: number | null;
-  signal: string | null;
-  expected: boolean;
-}
-
-/** Hooks that record everything, with promises for "the exit" and "a log line matching". */
-function recorder() {
-  const lines: { stream: 'stdout' | 'stderr'; text: string }[] = [];
-  const exits: ExitRecord[] = [];
-  const waiters: { re: RegExp; resolve: (text: string) => void }[] = [];
-  let resolveExit!: (e: ExitRecord) => void;
-  const exited = new Promise<ExitRecord>((resolve) => (resolveExit = resolve));
-  const hooks: ReplicaHooks = {
-    onLog(stream, text) {
-      lines.push({ stream, text });
-      for (const w of [...waiters]) {
-        if (w.re.test(text)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(text);
-        }
-      }
-    },
-    onExit(info) {
-      exits.push(info);
-      resolveExit(info);
-    },
-  };
-  return {
-    hooks,
-    lines,
-    exits,
-    exited,
-    /** Resolves with the first line (already seen or coming) that matches. */
-    line(re: RegExp): Promise<string> {
-      const seen = lines.find((l) => re.test(l.text));
-      if (seen) return Promise.resolve(seen.text);
-      return new Promise((resolve) => waiters.push({ re, resolve }));
-    },
-  };
-}
 
 function isGone(pid: number): boolean {
   try {

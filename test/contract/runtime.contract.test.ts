@@ -16,7 +16,8 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import type { BackendRuntime, ReplicaHooks } from '../../lab/seams.ts';
+import type { BackendRuntime } from '../../lab/seams.ts';
+import { recorder } from '../support/replica-recorder.ts';
 import type { ServiceName } from '../../lab/topology.ts';
 import { ProcessRuntime } from '../../lab/runtime/process-runtime.ts';
 import { connectDocker, labelFilter, type Docker } from '../../lab/runtime/docker/docker-client.ts';
@@ -55,34 +56,6 @@ if (!dockerCheck.docker) {
 }
 
 // ------------------------------------------------------------------ helpers
-
-/** Records a replica's log lines and exit. */
-function recorder() {
-  const lines: string[] = [];
-  const waiters: Array<{ re: RegExp; resolve: (line: string) => void }> = [];
-  let exitResolve!: (info: Parameters<ReplicaHooks['onExit']>[0]) => void;
-  const exited = new Promise<Parameters<ReplicaHooks['onExit']>[0]>((r) => (exitResolve = r));
-  const hooks: ReplicaHooks = {
-    onLog(_stream, text) {
-      lines.push(text);
-      for (const w of [...waiters]) {
-        if (w.re.test(text)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(text);
-        }
-      }
-    },
-    onExit: (info) => exitResolve(info),
-  };
-  /** Resolves with the first line (seen or to come) matching re. */
-  const line = (re: RegExp) =>
-    new Promise<string>((resolve) => {
-      const seen = lines.find((l) => re.test(l));
-      if (seen) resolve(seen);
-      else waiters.push({ re, resolve });
-    });
-  return { hooks, lines, exited, line };
-}
 
 interface Answer {
   status: number;
@@ -277,7 +250,7 @@ for (const kind of kinds) {
       expect((await get(h.host, h.port, '/')).status).toBe(200);
       // The same fault twice is acknowledged twice (not ignored as "no change").
       await rt.setFault(h.hostname, { mode: 'healthy' });
-      expect(rec.lines.filter((l) => l.endsWith('web_dynamic-1-fa17 fault: healthy')).length).toBeGreaterThanOrEqual(2);
+      expect(rec.lines.filter((l) => l.text.endsWith('web_dynamic-1-fa17 fault: healthy')).length).toBeGreaterThanOrEqual(2);
 
       await expect(rt.setFault(h.hostname, { mode: 'slow', ms: 0 } as never)).rejects.toThrow(/slow/);
       await expect(rt.setFault('web_dynamic-9-none', { mode: 'errors' })).rejects.toThrow(/web_dynamic-9-none/);
