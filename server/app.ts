@@ -250,6 +250,18 @@ export function createLabServer(o: LabServerOptions): LabServer {
     res.locals.role = role;
     next();
   });
+  // A declared length over the limit is refused at once: body-parser would answer 413 only after
+  // draining the whole declared body, holding the connection as long as a slow client likes
+  // (found by test/server/security.test.ts). `Connection: close` drops the unread rest.
+  api.use((req, res, next) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > BODY_LIMIT_BYTES) {
+      res.setHeader('connection', 'close');
+      res.status(413).json({ error: `The request body is larger than ${BODY_LIMIT_BYTES} bytes.` });
+      return;
+    }
+    next();
+  });
   api.use(express.json({ limit: BODY_LIMIT_BYTES, strict: true }));
 
   api.get('/status', (_req, res) => {

@@ -326,7 +326,7 @@ describe('request bodies are size-limited', () => {
     expect(lab.lab.status().services.map((s) => s.instances.map((r) => r.hostname))).toEqual(before.services.map((s) => s.instances.map((r) => r.hostname)));
   });
 
-  it('also when the body is chunked (no Content-Length)', async () => {
+  it('also when the body is chunked (no Content-Length), and at once when a declared length is over the limit', async () => {
     const chunked = await new Promise<{ status: number; text: string }>((resolve, reject) => {
       const req = http.request({ host: '127.0.0.1', port: lab.port, method: 'POST', path: '/api/settings', agent: false, headers: { ...bearer(lab.token), 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
         let text = '';
@@ -340,6 +340,18 @@ describe('request bodies are size-limited', () => {
     });
     expect(chunked.status).toBe(413);
     expectSentence(chunked.text, 'chunked');
+    // A declared length over the limit is answered at once, without waiting for (or reading) the body.
+    const declared = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: lab.port, method: 'POST', path: '/api/reset', agent: false, headers: { ...bearer(lab.token), 'content-type': 'application/json', 'content-length': String(1024 ** 3) } }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? undefined : reject(err)));
+      req.write('{"lesson":'); // and never the rest of the declared gigabyte
+    });
+    expect(declared.status).toBe(413);
+    expectSentence(declared.text, 'declared 1 GiB');
   });
 });
 
