@@ -203,4 +203,23 @@ describe.runIf(haproxy.ok)('HAProxy dying on its own', () => {
     expect((await api('/api/services/web_dynamic/scale', { replicas: 4 })).status).toBe(200);
   });
 });
+describe.runIf(haproxy.ok)('HAProxy dying on its own, then another engine', () => {
+  it('switching to the embedded proxy also recovers: same port, down cleared, the replicas kept', async () => {
+    const current = (await api('/api/status')).json;
+    expect(current.proxy).toMatchObject({ driver: 'haproxy', down: null });
+    const hosts = current.services.flatMap((s) => s.instances.map((r) => r.hostname));
+    const procs = haproxyProcesses();
+    const master = procs.find((p) => !procs.some((q) => q.pid === p.ppid))!;
+    const from = statuses.length;
+    const down = statusWhere((s) => statuses.indexOf(s) >= from && s.proxy.down !== null);
+    process.kill(master.pid, 'SIGKILL');
+    await down;
+    const switched = await api('/api/proxy', { driver: 'embedded' });
+    expect(switched.status, JSON.stringify(switched.json)).toBe(200);
+    expect(switched.json.proxy).toMatchObject({ driver: 'embedded', port: current.proxy.port, down: null });
+    expect(switched.json.services.flatMap((s) => s.instances.map((r) => r.hostname))).toEqual(hosts);
+    expect((await fetch(`http://127.0.0.1:${current.proxy.port}/api/`)).status).toBe(200);
+    await expect.poll(() => haproxyProcesses(), { timeout: 10_000 }).toEqual([]);
+  });
+});
 if (!haproxy.ok) console.log(`faults: the HAProxy part skipped because ${haproxy.reason}`);
