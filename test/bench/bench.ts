@@ -396,6 +396,17 @@ try {
       eventsOn: 'the embedded proxy runs in the lab server: EventBus with its subscribers (status counts, run recorder, event stream) and one watch-only socket.io client connected',
       replicas: 'web_dynamic x3 (the same processes for both engines)',
       embeddedToHaproxyRatio: haproxy ? atLeast(throughputRatio, GOAL_EMBEDDED_TO_HAPROXY, 'x') : 'haproxy not installed',
+      // Both engines share 2 cores with the replicas and the load generator: the ratio follows the CPU
+      // one request costs on each path (proxy + lab server + replica), measured above.
+      cpuPerRequestModel: haproxy
+        ? (() => {
+            const e = embedded.cpuMicrosecondsPerRequestMedian;
+            const h = haproxy.cpuMicrosecondsPerRequestMedian;
+            const ePath = e.labServer + e.haproxy + e.replicas;
+            const hPath = h.labServer + h.haproxy + h.replicas;
+            return { embeddedPathUs: ePath, haproxyPathUs: hPath, ratioIfCpuBound: Math.round((hPath / ePath) * 100) / 100, proxyOnlyUs: { embedded: e.labServer, haproxy: h.haproxy + h.labServer } };
+          })()
+        : null,
       perRoundRatios: haproxy ? runs.embedded.map((e, i) => Math.round((e.requestsPerSecond / runs.haproxy[i].requestsPerSecond) * 100) / 100) : [],
       embedded,
       haproxy: haproxy ?? 'haproxy not installed',
