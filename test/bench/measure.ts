@@ -253,6 +253,10 @@ export function summariseProfile(file: string, fromUs: number, toUs: number, top
   const self = new Map<string, number>();
   const selfArea = new Map<string, number>();
   const inclusiveArea = new Map<string, number>();
+  // Where the time goes, in a few named shares (self: the sampled frame; inclusive: anywhere on its stack).
+  const SOCKET_WRITES = new Set(['writev', 'writeLatin1String', 'writeUtf8String', 'writeBuffer', 'writeAsciiString', 'writeUcs2String']);
+  const EVENT_PATH = /^(lab\/events\.ts|lab\/lab\.ts|server\/event-stream\.ts|server\/export\.ts|server\/app\.ts|socket\.io|socket\.io-parser|engine\.io|ws)$/;
+  const shares = { socketWriteSyscallsSelf: 0, garbageCollectorSelf: 0, nodeHttpNetStreamsEventsSelf: 0, httpProxy3Self: 0, embeddedProxyTsSelf: 0, perRequestEventsAndTheirSubscribersInclusive: 0 };
   let t = p.startTime;
   let sampled = 0;
   let idle = 0;
@@ -267,6 +271,15 @@ export function summariseProfile(file: string, fromUs: number, toUs: number, top
       idle += us;
       continue;
     }
+    const leafArea = areaOf(node.callFrame);
+    if (!node.callFrame.url && SOCKET_WRITES.has(node.callFrame.functionName)) shares.socketWriteSyscallsSelf += us;
+    else if (node.callFrame.functionName === '(garbage collector)') shares.garbageCollectorSelf += us;
+    else if (/^node:(_http|net|streams|events|stream_base|http|timers|process)/.test(leafArea)) shares.nodeHttpNetStreamsEventsSelf += us;
+    else if (leafArea === 'http-proxy-3') shares.httpProxy3Self += us;
+    else if (leafArea === 'lab/proxy/embedded/embedded-proxy.ts') shares.embeddedProxyTsSelf += us;
+    let onEventPath = false;
+    for (let id: number | undefined = node.id; id !== undefined && !onEventPath; id = parent.get(id)) onEventPath = EVENT_PATH.test(areaOf(byId.get(id)!.callFrame));
+    if (onEventPath) shares.perRequestEventsAndTheirSubscribersInclusive += us;
     self.set(frameName(node.callFrame), (self.get(frameName(node.callFrame)) ?? 0) + us);
     selfArea.set(areaOf(node.callFrame), (selfArea.get(areaOf(node.callFrame)) ?? 0) + us);
     const seen = new Set<string>();
@@ -287,6 +300,7 @@ export function summariseProfile(file: string, fromUs: number, toUs: number, top
     windowMs: Math.round((toUs - fromUs) / 1000),
     sampledMs: Math.round(sampled / 1000),
     busyPercent: Math.round((busy / sampled) * 100),
+    percentOfBusy: Object.fromEntries(Object.entries(shares).map(([k, us]) => [k, round1((us / busy) * 100)])),
     topSelfTime: rows(self, top),
     selfTimeByArea: rows(selfArea, 12),
     inclusiveTimeByArea: rows(inclusiveArea, 16),
