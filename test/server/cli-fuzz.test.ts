@@ -71,12 +71,14 @@ const badWord = fc.oneof(
   fc.stringMatching(/^[A-Za-z0-9_.-]{1,30}$/).map((s) => `no-such-${s}`),
 );
 
-/** Not a count: negative, huge, fractional, exponent, hex, words. */
-const badNumber = fc.oneof(
-  fc.integer({ min: 11, max: Number.MAX_SAFE_INTEGER }).map(String),
+/** Not a count in 0..max: negative, too big, fractional, exponent, hex, words. */
+const badNumberOver = (max: number) => fc.oneof(
+  fc.integer({ min: max + 1, max: Number.MAX_SAFE_INTEGER }).map(String),
   fc.integer({ min: Number.MIN_SAFE_INTEGER, max: -1 }).map(String),
   fc.constantFrom('1e308', '1e999', 'NaN', 'Infinity', '-0.5', '2.5', '0x10', '99999999999999999999999', '', ' ', 'three', '٣', '３'),
 );
+/** Not a replica count (0..10). */
+const badNumber = badNumberOver(10);
 
 const anyArg = fc.oneof(badWord, badNumber, fc.constantFrom('--json', '--html', '--default', '--drain', '--reset', '--nope', '-x', '--', '--url', '--token'));
 
@@ -96,8 +98,8 @@ const commandLine: fc.Arbitrary<[string[], boolean]> = fc.oneof(
   // Commands on a replica name that does not exist.
   { weight: 3, arbitrary: fc.tuple(fc.constantFrom('kill', 'restart'), badWord).map(([c, n]): [string[], boolean] => [[c, n], false]) },
   { weight: 2, arbitrary: fc.tuple(badWord, fc.oneof(fc.constantFrom('crash', 'hang', 'errors', 'unhealthy', 'healthy', 'slow=10'), badWord, badNumber.map((n) => `slow=${n}`))).map(([n, m]): [string[], boolean] => [['fault', n, m], false]) },
-  { weight: 1, arbitrary: fc.tuple(badWord, fc.oneof(fc.integer({ min: 0, max: 256 }).map(String), badNumber)).map(([n, w]): [string[], boolean] => [['weight', `${n}=${w}`], false]) },
-  { weight: 1, arbitrary: badNumber.map((w): [string[], boolean] => [['weight', `web_dynamic-1=${w}`], false]) },
+  { weight: 1, arbitrary: fc.tuple(badWord, fc.oneof(fc.integer({ min: 0, max: 256 }).map(String), badNumberOver(256))).map(([n, w]): [string[], boolean] => [['weight', `${n}=${w}`], false]) },
+  { weight: 1, arbitrary: badNumberOver(256).map((w): [string[], boolean] => [['weight', `web_dynamic-1=${w}`], false]) },
   // Lessons, engines, settings, routes of the console, redeploys that do not exist.
   { weight: 2, arbitrary: fc.tuple(fc.constantFrom('reset', 'lesson'), badWord).map(([c, l]): [string[], boolean] => [[c, l], false]) },
   { weight: 1, arbitrary: badWord.map((e): [string[], boolean] => [['proxy', e], false]) },
@@ -105,9 +107,10 @@ const commandLine: fc.Arbitrary<[string[], boolean]> = fc.oneof(
   { weight: 1, arbitrary: fc.array(fc.oneof(badWord, fc.constantFrom('show', 'stat', 'info', 'shutdown', ';')), { minLength: 1, maxLength: 4 }).map((w): [string[], boolean] => [['runtime', ...w], false]) },
   { weight: 1, arbitrary: fc.tuple(badWord, fc.boolean()).map(([s, d]): [string[], boolean] => [['redeploy', s, ...(d ? ['--drain'] : [])], false]) },
   { weight: 1, arbitrary: fc.oneof(
-    badNumber.map((n) => ['--rate', n]),
-    badNumber.map((n) => ['--seconds', n]),
-    badWord.map((p) => ['--path', p]),
+    badNumberOver(200).map((n) => ['--rate', n]),
+    badNumberOver(120).map((n) => ['--seconds', n]),
+    // (A path such as /etc/shadow is a valid path THROUGH THE PROXY: only ones the lab refuses.)
+    badWord.filter((p) => !/^\/[A-Za-z0-9._~\-/]{0,199}$/.test(p)).map((p) => ['--path', p]),
   ).map((o): [string[], boolean] => [['load', ...o], false]) },
   // Missing arguments, and a lesson together with --default.
   { weight: 1, arbitrary: fc.constantFrom<[string[], boolean]>([['scale'], false], [['kill'], false], [['fault', 'x'], false], [['weight'], false], [['proxy'], false], [['set'], false], [['runtime'], false], [['reset', '01-round-robin', '--default'], false], [[], false]) },
