@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Locator, Page } from '@playwright/test';
 import { test, expect, type RunningLab } from './lab-fixture.ts';
+import { isAlive as alive } from '../support/processes.ts';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -50,15 +51,6 @@ async function openLesson(page: Page, lab: RunningLab, token: string): Promise<v
   await page.goto(`${lab.origin}/lessons/round-robin?token=${encodeURIComponent(token)}`);
   await expect(page.getByTestId('connection-state')).toHaveAttribute('data-state', 'ok');
   await expect(dynamicList(page).locator('[data-testid=replica-row][data-state=running]')).toHaveCount(3);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** `n` GETs of /api/ through the proxy, one connection each, as any client would. */

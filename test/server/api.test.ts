@@ -11,6 +11,7 @@ import { startLab, type RunningLab } from '../../server/compose.ts';
 import { readStateFile } from '../../server/state-file.ts';
 import type { EventBatch, LabStatus } from '../../server/protocol.ts';
 import { ProbeClient } from '../../lab/probe-client.ts';
+import { isAlive as alive } from '../support/processes.ts';
 
 let lab: RunningLab;
 let stateDir: string;
@@ -26,15 +27,6 @@ function api(pathname: string, init: RequestInit & { token?: string | null } = {
 
 function connect(token: string, extra: Partial<Parameters<typeof io>[1]> = {}): Socket {
   return io(lab.apiUrl, { auth: { token }, transports: ['websocket'], reconnection: false, forceNew: true, ...extra });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 beforeAll(async () => {

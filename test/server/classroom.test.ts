@@ -15,6 +15,7 @@ import { startLab, type RunningLab } from '../../server/compose.ts';
 import type { EventBatch, NavigateMessage, ResetMessage, RunExport, SessionInfo } from '../../server/protocol.ts';
 import { WATCH_ONLY_REFUSAL } from '../../server/protocol.ts';
 import { loadLessons } from '../../server/lessons.ts';
+import { isAlive as alive } from '../support/processes.ts';
 
 const READONLY = 'watch-only-token-for-tests';
 let lab: RunningLab;
@@ -51,15 +52,6 @@ async function until(check: () => boolean | Promise<boolean>, what: string, time
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -13,6 +13,7 @@ import { startLab, type RunningLab } from '../../server/compose.ts';
 import { REPO_ROOT } from '../../server/state-file.ts';
 import type { NavigateMessage, RunExport } from '../../server/protocol.ts';
 import { loadLessons } from '../../server/lessons.ts';
+import { isAlive as alive } from '../support/processes.ts';
 
 const READONLY = 'cli-watch-only-token';
 let lab: RunningLab;
@@ -28,15 +29,6 @@ function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: 
       (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const lessonList = () => loadLessons().map((l) => l.slug);

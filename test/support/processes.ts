@@ -21,3 +21,8 @@ export function isGone(pid: number): boolean {
     return true;
   }
 }
+
+/** True while the process runs (exists and is not a zombie): the opposite of isGone(). */
+export function isAlive(pid: number): boolean {
+  return !isGone(pid);
+}

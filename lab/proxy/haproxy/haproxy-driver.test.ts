@@ -18,6 +18,7 @@ import { ProbeClient } from '../../probe-client.ts';
 import type { ProxyConfig, ProxyService } from '../../seams.ts';
 import { stripPath } from '../config.ts';
 import { HaproxyDriver } from './haproxy-driver.ts';
+import { isAlive as alive } from '../../../test/support/processes.ts';
 
 const haproxy = await HaproxyDriver.available();
 if (!haproxy.ok) console.warn(`haproxy-driver.test.ts skipped: ${haproxy.reason}`);
@@ -60,15 +61,6 @@ function haproxyProcessesFor(cfg: string): number[] {
     }
   }
   return pids;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 let backends: Backend[];

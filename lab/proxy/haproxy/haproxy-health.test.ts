@@ -15,6 +15,7 @@ import { ProbeClient, type ProbeResponse } from '../../probe-client.ts';
 import type { HealthCheck, ProxyConfig, ProxyService } from '../../seams.ts';
 import { HaproxyDriver } from './haproxy-driver.ts';
 import { parseShowStat } from './runtime-api.ts';
+import { isAlive as alive } from '../../../test/support/processes.ts';
 
 const haproxy = await HaproxyDriver.available();
 if (!haproxy.ok) console.warn(`haproxy-health.test.ts skipped: ${haproxy.reason}`);
@@ -91,15 +92,6 @@ async function resetter(): Promise<{ port: number; close(): Promise<void> }> {
         srv.close(() => resolve());
       }),
   };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const HC: HealthCheck = { path: '/health', intervalMs: 200, timeoutMs: 500, fall: 2, rise: 1 };
