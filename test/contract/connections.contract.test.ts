@@ -20,24 +20,12 @@ import type { ProxyConfig } from '../../lab/seams.ts';
 import { buildProxyConfig } from '../../lab/proxy/config.ts';
 import { Vip } from '../../lab/vip.ts';
 import { ENGINES, haproxy, topology } from './engines.ts';
+import { nextEvent as nextBusEvent } from '../support/events.ts';
 
 if (!haproxy.ok) console.warn(`connections contract: haproxy skipped: ${haproxy.reason}`);
 
-/** Resolves with the first matching event, or rejects after `ms`. */
-function nextEvent(bus: EventBus, match: (e: ConnectionClosed) => boolean, ms: number): Promise<ConnectionClosed> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no matching connection:closed within ${ms} ms`));
-    }, ms);
-    const off = bus.on('connection:closed', (e) => {
-      if (!match(e)) return;
-      clearTimeout(timer);
-      off();
-      resolve(e);
-    });
-  });
-}
+/** Resolves with the first matching connection:closed, or rejects after `ms`. */
+const nextEvent = (bus: EventBus, match: (e: ConnectionClosed) => boolean, ms: number) => nextBusEvent(bus, 'connection:closed', match, ms);
 
 /** `clients` keep-alive clients one after the other, `each` requests over one connection each: who answered, per client. */
 async function sequentialClients(base: string, clients: number, each: number): Promise<string[][]> {

@@ -25,6 +25,7 @@ import { Topology, type Balancer } from '../../lab/topology.ts';
 // web_dynamic's Express app, exported so tests can serve it in-process.
 import { createApp } from '../../sandbox-images/web_dynamic/server.js';
 import { DRIVERS } from './engines.ts';
+import { nextEvent as nextBusEvent } from '../support/events.ts';
 
 const availability = await Promise.all(DRIVERS.map((d) => d.available()));
 
@@ -436,21 +437,9 @@ DRIVERS.forEach((dc, i) => {
       return h;
     }
 
-    /** The next event of `name` that `match`es, or a rejection saying what was awaited after `ms`. */
-    function nextEvent<K extends LabEventName>(name: K, match: (p: LabEvents[K]) => boolean, ms: number, what: string): Promise<LabEvents[K]> {
-      return new Promise((resolve, reject) => {
-        const off = bus.on(name, (p) => {
-          if (!match(p)) return;
-          clearTimeout(timer);
-          off();
-          resolve(p);
-        });
-        const timer = setTimeout(() => {
-          off();
-          reject(new Error(`${dc.name}: no ${what} within ${ms} ms`));
-        }, ms);
-      });
-    }
+    /** The next event of `name` that `match`es, or a rejection saying what was awaited (and on which driver) after `ms`. */
+    const nextEvent = <K extends LabEventName>(name: K, match: (p: LabEvents[K]) => boolean, ms: number, what: string) =>
+      nextBusEvent(bus, name, match, ms, `${what} (${dc.name})`);
 
     beforeAll(async () => {
       bus = new EventBus();

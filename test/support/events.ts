@@ -35,3 +35,22 @@ export async function deadPort(): Promise<number> {
   await new Promise<void>((resolve) => s.close(() => resolve()));
   return port;
 }
+
+/**
+ * The next event of `name` that `match`es, or a rejection after `ms` naming `what` was awaited
+ * (default: the event name).
+ */
+export function nextEvent<K extends LabEventName>(bus: EventBus, name: K, match: (p: LabEvents[K]) => boolean, ms: number, what: string = `${name} event`): Promise<LabEvents[K]> {
+  return new Promise((resolve, reject) => {
+    const off = bus.on(name, (p) => {
+      if (!match(p)) return;
+      clearTimeout(timer);
+      off();
+      resolve(p);
+    });
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no ${what} within ${ms} ms`));
+    }, ms);
+  });
+}

@@ -16,6 +16,7 @@ import type { HealthCheck, ProxyConfig, ProxyService } from '../../seams.ts';
 import { HaproxyDriver } from './haproxy-driver.ts';
 import { parseShowStat } from './runtime-api.ts';
 import { isAlive as alive } from '../../../test/support/processes.ts';
+import { nextEvent as nextBusEvent } from '../../../test/support/events.ts';
 
 const haproxy = await HaproxyDriver.available();
 if (!haproxy.ok) console.warn(`haproxy-health.test.ts skipped: ${haproxy.reason}`);
@@ -160,20 +161,7 @@ describe.skipIf(!haproxy.ok)('HaproxyDriver: health checks, retry, drain', () =>
   }
 
   /** The next event of `name` that `match`es, or a rejection after `ms`. */
-  function next<K extends LabEventName>(name: K, match: (p: LabEvents[K]) => boolean, ms = 10_000): Promise<LabEvents[K]> {
-    return new Promise((resolve, reject) => {
-      const off = bus.on(name, (p) => {
-        if (!match(p)) return;
-        clearTimeout(timer);
-        off();
-        resolve(p);
-      });
-      const timer = setTimeout(() => {
-        off();
-        reject(new Error(`no ${name} event within ${ms} ms`));
-      }, ms);
-    });
-  }
+  const next = <K extends LabEventName>(name: K, match: (p: LabEvents[K]) => boolean, ms = 10_000) => nextBusEvent(bus, name, match, ms);
 
   /** `show stat` rows of web_dynamic, by server name. */
   async function stat(): Promise<Map<string, ReturnType<typeof parseShowStat>[number]>> {
