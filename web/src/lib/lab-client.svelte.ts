@@ -300,24 +300,24 @@ export class LabClient {
     return this.#call('GET', '/api/status');
   }
 
+  /** Marks `key` busy in one of the per-key `busy` maps (with `value`) while `run` runs, then clears it. */
+  async #whileBusy<V, T>(map: Record<string, V>, key: string, value: V, run: () => Promise<T>): Promise<T> {
+    map[key] = value;
+    try {
+      return await run();
+    } finally {
+      delete map[key];
+    }
+  }
+
   /** Scales a service to `replicas` (0..10); resolves once the server says all are ready. */
   async scale(service: string, replicas: number): Promise<CommandResult> {
-    this.busy.scale[service] = replicas;
-    try {
-      return await this.#call('POST', `/api/services/${encodeURIComponent(service)}/scale`, { replicas });
-    } finally {
-      delete this.busy.scale[service];
-    }
+    return this.#whileBusy(this.busy.scale, service, replicas, () => this.#call('POST', `/api/services/${encodeURIComponent(service)}/scale`, { replicas }));
   }
 
   /** Kills one replica (as a crash would; the proxy drops it from the pool). */
   async kill(hostname: string): Promise<CommandResult> {
-    this.busy.kill[hostname] = true;
-    try {
-      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/kill`);
-    } finally {
-      delete this.busy.kill[hostname];
-    }
+    return this.#whileBusy(this.busy.kill, hostname, true, () => this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/kill`));
   }
 
   /**
@@ -351,12 +351,7 @@ export class LabClient {
 
   /** Sets one replica's weighted round-robin weight (0..256). */
   async setWeight(hostname: string, weight: number): Promise<CommandResult> {
-    this.busy.weight[hostname] = weight;
-    try {
-      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/weight`, { weight });
-    } finally {
-      delete this.busy.weight[hostname];
-    }
+    return this.#whileBusy(this.busy.weight, hostname, weight, () => this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/weight`, { weight }));
   }
 
   /** Swaps the proxy engine on the same port; the replicas keep running. Refreshes the engine list. */
@@ -429,22 +424,12 @@ export class LabClient {
    * answers), `slow` (`ms` before each answer), or `crash` (its process dies).
    */
   async fault(hostname: string, fault: Fault): Promise<CommandResult> {
-    this.busy.fault[hostname] = fault.mode;
-    try {
-      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/fault`, fault);
-    } finally {
-      delete this.busy.fault[hostname];
-    }
+    return this.#whileBusy(this.busy.fault, hostname, fault.mode, () => this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/fault`, fault));
   }
 
   /** Starts a crashed replica again at the same address; resolves when it is ready. */
   async restart(hostname: string): Promise<CommandResult> {
-    this.busy.restart[hostname] = true;
-    try {
-      return await this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/restart`);
-    } finally {
-      delete this.busy.restart[hostname];
-    }
+    return this.#whileBusy(this.busy.restart, hostname, true, () => this.#call('POST', `/api/replicas/${encodeURIComponent(hostname)}/restart`));
   }
 
   /**
@@ -517,13 +502,8 @@ export class LabClient {
 
   /** Runs one of the lesson checks (lab/checks.ts) against the running lab. */
   async runCheck(id: string): Promise<Result<{ result: CheckAnswer }>> {
-    this.busy.check[id] = true;
-    try {
-      const r = await this.#request<CheckAnswer>('POST', `/api/checks/${encodeURIComponent(id)}`, {});
-      return r.ok ? { ok: true, result: r.data } : r;
-    } finally {
-      delete this.busy.check[id];
-    }
+    const r = await this.#whileBusy(this.busy.check, id, true, () => this.#request<CheckAnswer>('POST', `/api/checks/${encodeURIComponent(id)}`, {}));
+    return r.ok ? { ok: true, result: r.data } : r;
   }
 
   /** GET /api/capture: whether tcpdump can run here (else the reason), whether it records, the last file's size. */
